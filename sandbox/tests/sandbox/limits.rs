@@ -56,7 +56,8 @@ fn the_open_file_cap_is_configurable() {
          except OSError as e:\n    print(len(files), e.errno)\n",
     );
     let opened: Vec<u32> = run.stdout.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-    assert!(opened.len() == 2 && opened[0] < 24 && opened[0] > 0, "{run:#?}");
+    // errno 33 is WASI's EMFILE; the interpreter holds no files between executions.
+    assert_eq!(opened, vec![24, 33], "{run:#?}");
     // Closing them frees the budget again.
     let run = s.execute("for f in files: f.close()\nfiles = [open(f'g{i}', 'w') for i in range(10)]\nprint('ok')");
     assert_eq!(run.stdout.trim(), "ok", "{run:#?}");
