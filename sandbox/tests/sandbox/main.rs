@@ -5,4 +5,5 @@ mod common;
 mod hostile;
 mod limits;
 mod realistic;
+mod provision;
 mod sessions;

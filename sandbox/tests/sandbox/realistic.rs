@@ -1,7 +1,7 @@
 //! Realistic Thyme / V-Thinker snippets, each checked for its actual output: the pixels drawn
 //! where asked, the numbers printed.
 
-use image::{GenericImageView, Rgb};
+use image::Rgb;
 use sandbox::{Execution, SandboxOutput};
 
 use crate::common::{SANDBOX, input_image, scratch};
