@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use sandbox::{Sandbox, SandboxConfig};
 
 const CALLS: usize = 30;
+const FIRST_CALLS: usize = 5;
 const THROUGHPUT_CALLS: usize = 40;
 
 /// The snippet both sides run; `image_path` and `output_dir` are set before it.
@@ -35,17 +36,43 @@ fn main() {
     std::fs::create_dir_all(&work).expect("work dir");
     let input = write_input(&work);
 
-    let sandbox = Sandbox::new(SandboxConfig { pool_size: 2, ..SandboxConfig::default() })
-        .unwrap_or_else(|e| panic!("sandbox: {e}"));
+    let sandbox = Sandbox::new(SandboxConfig {
+        pool_size: 2,
+        ..SandboxConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("sandbox: {e}"));
     sandbox.wait_warm(Duration::from_secs(60));
 
-    // (a) warm session: a new trajectory's session from the pool, then repeated calls.
-    let first_start = Instant::now();
-    let mut session = sandbox.session("bench", std::slice::from_ref(&input)).expect("session");
-    let first = session.execute(SNIPPET);
-    let first_call = first_start.elapsed();
-    assert!(first.error.is_none(), "{first:#?}");
-    let expected = first.stdout.trim().to_string();
+    // (a) warm sessions. A new trajectory's first call, in a session from the pool (median of
+    // FIRST_CALLS fresh sessions), and a session started cold, without the pool.
+    let mut first_calls = Vec::new();
+    let mut expected = String::new();
+    for i in 0..FIRST_CALLS {
+        sandbox.wait_warm(Duration::from_secs(60));
+        let t = Instant::now();
+        let mut s = sandbox
+            .session(&format!("first{i}"), std::slice::from_ref(&input))
+            .expect("session");
+        let run = s.execute(SNIPPET);
+        first_calls.push(t.elapsed());
+        assert!(run.error.is_none(), "{run:#?}");
+        expected = run.stdout.trim().to_string();
+    }
+    let cold = Sandbox::new(SandboxConfig {
+        pool_size: 0,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let t = Instant::now();
+    let mut s = cold
+        .session("cold", std::slice::from_ref(&input))
+        .expect("session");
+    assert!(s.execute(SNIPPET).error.is_none());
+    let cold_first = t.elapsed();
+    drop((s, cold));
+    let mut session = sandbox
+        .session("bench", std::slice::from_ref(&input))
+        .expect("session");
     let sandbox_times: Vec<Duration> = (0..CALLS)
         .map(|_| {
             let t = Instant::now();
@@ -61,25 +88,59 @@ fn main() {
     let python = native_python(&work);
     let out_dir = work.join("native_out");
     std::fs::create_dir_all(&out_dir).expect("out dir");
-    let prelude = format!("image_path = {:?}\noutput_dir = {:?}\n", input.display().to_string(), out_dir.display().to_string());
+    let prelude = format!(
+        "image_path = {:?}\noutput_dir = {:?}\n",
+        input.display().to_string(),
+        out_dir.display().to_string()
+    );
     let program = format!("{prelude}{SNIPPET}");
     let native_times: Vec<Duration> = (0..CALLS)
         .map(|_| {
             let t = Instant::now();
-            let out = Command::new(&python).arg("-c").arg(&program).output().expect("python3 runs");
+            let out = Command::new(&python)
+                .arg("-c")
+                .arg(&program)
+                .output()
+                .expect("python3 runs");
             let d = t.elapsed();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected, "same result natively");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                expected,
+                "same result natively"
+            );
             d
         })
         .collect();
 
     let (sb, nat) = (median(&sandbox_times), median(&native_times));
     println!("snippet: PIL + numpy draw-and-save on a 640x480 PNG, {CALLS} calls each");
-    println!("first call in a pooled (pre-warmed) session: {:.1} ms", ms(first_call));
-    println!("sandbox warm session  median {:.1} ms  (p90 {:.1} ms)", ms(sb), ms(p90(&sandbox_times)));
-    println!("native python3 -c     median {:.1} ms  (p90 {:.1} ms)", ms(nat), ms(p90(&native_times)));
-    println!("ratio native / sandbox: {:.2}x (target >= 3x)", nat.as_secs_f64() / sb.as_secs_f64());
+    println!(
+        "new trajectory, first call, pooled session: median {:.1} ms over {FIRST_CALLS}",
+        ms(median(&first_calls))
+    );
+    println!(
+        "new trajectory, first call, cold session (no pool): {:.1} ms",
+        ms(cold_first)
+    );
+    println!(
+        "sandbox warm session  median {:.1} ms  (p90 {:.1} ms)",
+        ms(sb),
+        ms(p90(&sandbox_times))
+    );
+    println!(
+        "native python3 -c     median {:.1} ms  (p90 {:.1} ms)",
+        ms(nat),
+        ms(p90(&native_times))
+    );
+    println!(
+        "ratio native / sandbox: {:.2}x (target >= 3x)",
+        nat.as_secs_f64() / sb.as_secs_f64()
+    );
 
     // Throughput: each thread owns a warm session and runs the snippet repeatedly.
     let mut rates = Vec::new();
@@ -87,7 +148,9 @@ fn main() {
         let mut sessions: Vec<_> = (0..threads)
             .map(|i| {
                 sandbox.wait_warm(Duration::from_secs(60));
-                let mut s = sandbox.session(&format!("tp{i}"), std::slice::from_ref(&input)).expect("session");
+                let mut s = sandbox
+                    .session(&format!("tp{i}"), std::slice::from_ref(&input))
+                    .expect("session");
                 assert!(s.execute(SNIPPET).error.is_none());
                 s
             })
@@ -129,7 +192,9 @@ fn p90(v: &[Duration]) -> Duration {
 
 /// A 640x480 gradient PNG.
 fn write_input(dir: &Path) -> PathBuf {
-    let img = image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+    let img = image::RgbImage::from_fn(640, 480, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    });
     let path = dir.join("input.png");
     img.save(&path).expect("save input");
     path
@@ -139,23 +204,46 @@ fn write_input(dir: &Path) -> PathBuf {
 /// target directory with both installed by pip.
 fn native_python(_work: &Path) -> PathBuf {
     let has = |py: &Path| {
-        Command::new(py).args(["-c", "import PIL, numpy"]).output().is_ok_and(|o| o.status.success())
+        Command::new(py)
+            .args(["-c", "import PIL, numpy"])
+            .output()
+            .is_ok_and(|o| o.status.success())
     };
     let system = PathBuf::from("python3");
     if has(&system) {
         return system;
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
     let venv = std::path::absolute(target.join("bench-venv")).expect("absolute path");
     let py = venv.join("bin").join("python3");
     if !has(&py) {
-        eprintln!("installing Pillow and numpy into {} for the native baseline…", venv.display());
-        let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success())
+        eprintln!(
+            "installing Pillow and numpy into {} for the native baseline…",
+            venv.display()
+        );
+        let ok = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
             && Command::new(&py)
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "pillow", "numpy"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "pillow",
+                    "numpy",
+                ])
                 .status()
                 .is_ok_and(|s| s.success());
-        assert!(ok && has(&py), "could not install Pillow and numpy for the native baseline");
+        assert!(
+            ok && has(&py),
+            "could not install Pillow and numpy for the native baseline"
+        );
     }
     py
 }

@@ -31,7 +31,12 @@ pub fn artifact_key(engine: &Engine, wasm_sha256: &str) -> String {
     wasm_sha256.hash(&mut h);
     env!("CARGO_PKG_VERSION").hash(&mut h);
     engine.precompile_compatibility_hash().hash(&mut h);
-    format!("python-{}-wasmtime{}-{:016x}", &wasm_sha256[..12], WASMTIME_VERSION, h.finish())
+    format!(
+        "python-{}-wasmtime{}-{:016x}",
+        &wasm_sha256[..12],
+        WASMTIME_VERSION,
+        h.finish()
+    )
 }
 
 /// The wasmtime version this crate pins (kept in step with Cargo.toml).
@@ -39,10 +44,10 @@ pub const WASMTIME_VERSION: &str = "48.0.8";
 
 /// Path of the compiled artifact for this engine.
 pub fn artifact_path(engine: &Engine, runtime: &Runtime) -> PathBuf {
-    runtime
-        .cache_dir
-        .join("compiled")
-        .join(format!("{}.cwasm", artifact_key(engine, runtime.wasm_sha256)))
+    runtime.cache_dir.join("compiled").join(format!(
+        "{}.cwasm",
+        artifact_key(engine, runtime.wasm_sha256)
+    ))
 }
 
 /// Load the compiled interpreter, compiling and caching it first if needed.
@@ -62,7 +67,9 @@ pub fn load_module(engine: &Engine, runtime: &Runtime) -> Result<Module, Sandbox
     }
     let wasm = fs::read(&runtime.wasm).map_err(|e| io_err(&runtime.wasm, e))?;
     let sp = spinner("compiling the Python interpreter to native code (once, ~2 min)".into());
-    let bytes = engine.precompile_module(&wasm).map_err(|e| SandboxError::wasmtime("compile", e));
+    let bytes = engine
+        .precompile_module(&wasm)
+        .map_err(|e| SandboxError::wasmtime("compile", e));
     sp.finish_and_clear();
     let bytes = bytes?;
     let tmp = path.with_extension(format!("cwasm.{}.partial", std::process::id()));
@@ -72,7 +79,10 @@ pub fn load_module(engine: &Engine, runtime: &Runtime) -> Result<Module, Sandbox
     drop(f);
     fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
     try_deserialize(engine, &path).ok_or_else(|| {
-        SandboxError::Wasmtime(format!("the artifact just written to {} does not load", path.display()))
+        SandboxError::Wasmtime(format!(
+            "the artifact just written to {} does not load",
+            path.display()
+        ))
     })
 }
 

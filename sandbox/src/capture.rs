@@ -24,7 +24,10 @@ pub(crate) struct Capture(Arc<Mutex<Captured>>);
 impl Capture {
     /// A stream keeping at most `cap` bytes per execution.
     pub(crate) fn new(cap: usize) -> Self {
-        Capture(Arc::new(Mutex::new(Captured { cap, ..Captured::default() })))
+        Capture(Arc::new(Mutex::new(Captured {
+            cap,
+            ..Captured::default()
+        })))
     }
 
     /// Take what was written since the last call: the kept bytes and how many were dropped.

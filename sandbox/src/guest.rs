@@ -54,7 +54,9 @@ impl DiskWatch {
 }
 
 fn dir_bytes(dir: &std::path::Path, depth: u32) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     let mut total = 0;
     for entry in entries.flatten() {
         let Ok(meta) = entry.metadata() else { continue }; // DirEntry::metadata does not follow
@@ -76,7 +78,9 @@ impl std::fmt::Debug for GuestState {
 }
 
 /// The epoch callback: stop the guest past its deadline or past its disk cap, else go on.
-pub(crate) fn on_epoch(mut ctx: StoreContextMut<'_, GuestState>) -> wasmtime::Result<UpdateDeadline> {
+pub(crate) fn on_epoch(
+    mut ctx: StoreContextMut<'_, GuestState>,
+) -> wasmtime::Result<UpdateDeadline> {
     let s = ctx.data_mut();
     let now = Instant::now();
     if now >= s.deadline {
@@ -104,7 +108,11 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> Result<Linker<GuestState>, Sa
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| &mut s.wasi).map_err(e)?;
     // The guest's host-tool hook: there are no host tools here.
     linker
-        .func_wrap("host", "call", |_: Caller<'_, GuestState>, _: i32, _: i32, _: i32, _: i32| -1i32)
+        .func_wrap(
+            "host",
+            "call",
+            |_: Caller<'_, GuestState>, _: i32, _: i32, _: i32, _: i32| -1i32,
+        )
         .map_err(e)?;
     linker.allow_shadowing(true);
     // The three calls below replace WASI's own with the same call plus descriptor counting.
@@ -123,7 +131,17 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> Result<Linker<GuestState>, Sa
                     let (bytes, state) = mem.data_and_store_mut(&mut caller);
                     let mut m = wiggle::GuestMemory::Unshared(bytes);
                     let r = wasi::path_open(
-                        &mut state.wasi, &mut m, a.0, a.1, a.2, a.3, a.4, a.5, a.6, a.7, a.8,
+                        &mut state.wasi,
+                        &mut m,
+                        a.0,
+                        a.1,
+                        a.2,
+                        a.3,
+                        a.4,
+                        a.5,
+                        a.6,
+                        a.7,
+                        a.8,
                     )
                     .await?;
                     if r == 0 {

@@ -139,8 +139,12 @@ fn last_lines(s: &str, n: usize) -> String {
 pub(crate) fn host_file(guest: &str, roots: &[(String, PathBuf)]) -> Option<PathBuf> {
     let guest = guest.trim();
     for (prefix, host_root) in roots {
-        let Some(rest) = guest.strip_prefix(prefix.as_str()) else { continue };
-        let Some(rest) = rest.strip_prefix('/') else { continue };
+        let Some(rest) = guest.strip_prefix(prefix.as_str()) else {
+            continue;
+        };
+        let Some(rest) = rest.strip_prefix('/') else {
+            continue;
+        };
         let mut path = host_root.clone();
         for comp in rest.split('/').filter(|c| !c.is_empty() && *c != ".") {
             if comp == ".." {
@@ -163,5 +167,10 @@ pub(crate) fn image_dims(path: &Path) -> Option<(u32, u32)> {
     if !meta.is_file() {
         return None;
     }
-    image::ImageReader::open(path).ok()?.with_guessed_format().ok()?.into_dimensions().ok()
+    image::ImageReader::open(path)
+        .ok()?
+        .with_guessed_format()
+        .ok()?
+        .into_dimensions()
+        .ok()
 }

@@ -59,7 +59,9 @@ pub struct Sandbox {
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sandbox").field("work_root", &self.factory.work_root).finish_non_exhaustive()
+        f.debug_struct("Sandbox")
+            .field("work_root", &self.factory.work_root)
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,16 +74,26 @@ impl Sandbox {
     pub fn new(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
         config.limits.validate()?;
         let runtime = runtime::provision(&runtime::cache_dir(config.cache_dir.as_deref()))?;
-        let engine = Engine::new(&engine_config()).map_err(|e| SandboxError::wasmtime("engine", e))?;
+        let engine =
+            Engine::new(&engine_config()).map_err(|e| SandboxError::wasmtime("engine", e))?;
         let module = crate::cache::load_module(&engine, &runtime)?;
         let linker = crate::guest::linker(&engine)?;
-        let pre = linker.instantiate_pre(&module).map_err(|e| SandboxError::wasmtime("link", e))?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| SandboxError::wasmtime("link", e))?;
         start_ticker(&engine);
         let base = config.work_dir.clone().unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&base).map_err(|e| io_err(&base, e))?;
         let work_root = tempdir_in(&base)?;
         let pool_size = config.pool_size;
-        let factory = Arc::new(Factory { engine, pre, runtime, config, work_root, next: AtomicU64::new(0) });
+        let factory = Arc::new(Factory {
+            engine,
+            pre,
+            runtime,
+            config,
+            work_root,
+            next: AtomicU64::new(0),
+        });
         // A warmer blocked in `send` holds one more session: capacity pool_size - 1.
         let (tx, warm) = bounded(pool_size.saturating_sub(1));
         if pool_size > 0 {

@@ -52,7 +52,10 @@ pub fn fix_indent(code: &str) -> String {
     let mut lines: Vec<String> = code.lines().map(str::to_string).collect();
     let indent = |s: &str| s.len() - s.trim_start_matches([' ', '\t']).len();
     if lines.len() >= 2 {
-        let second = lines[1..].iter().find(|l| !l.trim().is_empty()).map_or(0, |l| indent(l));
+        let second = lines[1..]
+            .iter()
+            .find(|l| !l.trim().is_empty())
+            .map_or(0, |l| indent(l));
         let first = lines[0].trim_start_matches([' ', '\t']).to_string();
         // Only when the first line does not open a block (else its body is rightly deeper).
         if !first.trim_end().ends_with(':') {
@@ -63,10 +66,21 @@ pub fn fix_indent(code: &str) -> String {
             lines[0] = format!("{pad}{first}");
         }
     }
-    let common = lines.iter().filter(|l| !l.trim().is_empty()).map(|l| indent(l)).min().unwrap_or(0);
+    let common = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| indent(l))
+        .min()
+        .unwrap_or(0);
     lines
         .iter()
-        .map(|l| if l.trim().is_empty() { String::new() } else { l[common..].to_string() })
+        .map(|l| {
+            if l.trim().is_empty() {
+                String::new()
+            } else {
+                l[common..].to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -120,7 +134,10 @@ pub fn clamp_crop_boxes(code: &str, (w, h): (u32, u32)) -> String {
                 let mut line = c[0].to_string();
                 for i in (1..=4).rev() {
                     let m = c.get(i).expect("four numbers matched");
-                    line.replace_range(m.start() - whole..m.end() - whole, &clamped[i - 1].to_string());
+                    line.replace_range(
+                        m.start() - whole..m.end() - whole,
+                        &clamped[i - 1].to_string(),
+                    );
                 }
                 line
             })
@@ -153,7 +170,9 @@ fn clamp_side(lo: f64, hi: f64, size: f64) -> (i64, i64) {
 /// Point the data's output prefixes at this call's output directory.
 pub fn redirect_output(code: &str, output_dir: &str) -> String {
     let target = format!("{}/", output_dir.trim_end_matches('/'));
-    OUTPUT_PREFIXES.iter().fold(code.to_string(), |acc, p| acc.replace(p, &target))
+    OUTPUT_PREFIXES
+        .iter()
+        .fold(code.to_string(), |acc, p| acc.replace(p, &target))
 }
 
 /// All of Thyme's steps, in order, on an already extracted piece of code.
@@ -182,12 +201,18 @@ mod tests {
         let b = "<code>```PYTHON\nprint(3)```</code>";
         assert_eq!(extract_code(b).as_deref(), Some("print(3)"));
         assert_eq!(extract_code("<code>``` ```</code>"), None);
-        assert_eq!(extract_code("<code>print(4)</code>").as_deref(), Some("print(4)"));
+        assert_eq!(
+            extract_code("<code>print(4)</code>").as_deref(),
+            Some("print(4)")
+        );
     }
 
     #[test]
     fn aligns_first_line_then_dedents() {
-        assert_eq!(fix_indent("a = 1\n    b = 2\n    c = 3"), "a = 1\nb = 2\nc = 3");
+        assert_eq!(
+            fix_indent("a = 1\n    b = 2\n    c = 3"),
+            "a = 1\nb = 2\nc = 3"
+        );
         assert_eq!(fix_indent("if x:\n    y = 1"), "if x:\n    y = 1");
         assert_eq!(fix_indent("  a\n  b"), "a\nb");
     }
@@ -202,18 +227,37 @@ mod tests {
 
     #[test]
     fn clamps_boxes_with_minimum_side() {
-        assert_eq!(clamp_box([-10.0, -5.0, 700.0, 500.0], (640, 480)), [0, 0, 640, 480]);
-        assert_eq!(clamp_box([100.0, 100.0, 110.0, 120.0], (640, 480)), [73, 78, 137, 142]);
-        assert_eq!(clamp_box([630.0, 470.0, 660.0, 490.0], (640, 480)), [576, 416, 640, 480]);
-        assert_eq!(clamp_box([300.0, 10.0, 200.0, 40.0], (640, 48)), [200, 0, 300, 48]);
-        let code = "x1, y1, x2, y2 = 10, 20, 9000, 30\ncrop_box = (0, 0, 5, 5)\nboxes = (1, 2, 3, 4)";
+        assert_eq!(
+            clamp_box([-10.0, -5.0, 700.0, 500.0], (640, 480)),
+            [0, 0, 640, 480]
+        );
+        assert_eq!(
+            clamp_box([100.0, 100.0, 110.0, 120.0], (640, 480)),
+            [73, 78, 137, 142]
+        );
+        assert_eq!(
+            clamp_box([630.0, 470.0, 660.0, 490.0], (640, 480)),
+            [576, 416, 640, 480]
+        );
+        assert_eq!(
+            clamp_box([300.0, 10.0, 200.0, 40.0], (640, 48)),
+            [200, 0, 300, 48]
+        );
+        let code =
+            "x1, y1, x2, y2 = 10, 20, 9000, 30\ncrop_box = (0, 0, 5, 5)\nboxes = (1, 2, 3, 4)";
         let out = clamp_crop_boxes(code, (640, 480));
-        assert_eq!(out, "x1, y1, x2, y2 = 10, 0, 640, 64\ncrop_box = (0, 0, 64, 64)\nboxes = (1, 2, 3, 4)");
+        assert_eq!(
+            out,
+            "x1, y1, x2, y2 = 10, 0, 640, 64\ncrop_box = (0, 0, 64, 64)\nboxes = (1, 2, 3, 4)"
+        );
     }
 
     #[test]
     fn redirects_both_prefixes() {
         let code = "a='/mnt/data/temp_processed_images/x.png'; b='./temp_images/y.png'";
-        assert_eq!(redirect_output(code, "/output/call_1"), "a='/output/call_1/x.png'; b='/output/call_1/y.png'");
+        assert_eq!(
+            redirect_output(code, "/output/call_1"),
+            "a='/output/call_1/x.png'; b='/output/call_1/y.png'"
+        );
     }
 }

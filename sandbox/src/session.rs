@@ -106,7 +106,10 @@ impl Session {
             fs::create_dir_all(d).map_err(|e| io_err(d, e))?;
         }
         let limits = f.config.limits.clone();
-        let (stdout, stderr) = (Capture::new(limits.output_bytes), Capture::new(limits.output_bytes));
+        let (stdout, stderr) = (
+            Capture::new(limits.output_bytes),
+            Capture::new(limits.output_bytes),
+        );
         let mut b = WasiCtxBuilder::new();
         b.stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -124,9 +127,19 @@ impl Session {
                 .map(|_| ())
                 .map_err(|e| SandboxError::wasmtime(&format!("preopen {}", host.display()), e))
         };
-        preopen(&mut b, &f.runtime.stdlib_dir, "/usr/local/lib", FsPerms::ReadOnly)?;
+        preopen(
+            &mut b,
+            &f.runtime.stdlib_dir,
+            "/usr/local/lib",
+            FsPerms::ReadOnly,
+        )?;
         let mpl = &f.runtime.mpl_data_dir;
-        preopen(&mut b, mpl, crate::runtime::MPL_DATA_GUEST, FsPerms::ReadOnly)?;
+        preopen(
+            &mut b,
+            mpl,
+            crate::runtime::MPL_DATA_GUEST,
+            FsPerms::ReadOnly,
+        )?;
         preopen(&mut b, &dirs.input, "/input", FsPerms::ReadOnly)?;
         preopen(&mut b, &dirs.output, "/output", FsPerms::ReadWrite)?;
         preopen(&mut b, &dirs.tmp, "/tmp", FsPerms::ReadWrite)?;
@@ -200,7 +213,9 @@ impl Session {
                 "{what} failed in the guest: {}",
                 String::from_utf8_lossy(&err).trim()
             ))),
-            _ => Err(SandboxError::Wasmtime(format!("{what} did not complete in the guest"))),
+            _ => Err(SandboxError::Wasmtime(format!(
+                "{what} did not complete in the guest"
+            ))),
         }
     }
 
@@ -212,7 +227,10 @@ impl Session {
     pub fn attach(&mut self, id: &str, images: &[PathBuf]) -> Result<(), SandboxError> {
         self.id = id.to_string();
         for (i, src) in images.iter().enumerate() {
-            let bad = |reason: String| SandboxError::InputImage { path: src.clone(), reason };
+            let bad = |reason: String| SandboxError::InputImage {
+                path: src.clone(),
+                reason,
+            };
             let (width, height) = image::ImageReader::open(src)
                 .map_err(|e| bad(e.to_string()))?
                 .with_guessed_format()
@@ -222,7 +240,12 @@ impl Session {
             let name = safe_name(src, i);
             let host_path = self.dirs.input.join(&name);
             fs::copy(src, &host_path).map_err(|e| bad(e.to_string()))?;
-            self.inputs.push(InputImage { guest_path: format!("/input/{name}"), host_path, width, height });
+            self.inputs.push(InputImage {
+                guest_path: format!("/input/{name}"),
+                host_path,
+                width,
+                height,
+            });
         }
         Ok(())
     }
@@ -250,11 +273,14 @@ impl Session {
             return self.refused(ErrorKind::NoCode, message);
         };
         let out_dir = format!("/output/call_{}", self.calls + 1);
-        let (image_path, image_size) = self
-            .inputs
-            .first()
-            .map_or(("", (0, 0)), |i| (i.guest_path.as_str(), (i.width, i.height)));
-        let call = CallContext { image_path, image_size, output_dir: &out_dir };
+        let (image_path, image_size) = self.inputs.first().map_or(("", (0, 0)), |i| {
+            (i.guest_path.as_str(), (i.width, i.height))
+        });
+        let call = CallContext {
+            image_path,
+            image_size,
+            output_dir: &out_dir,
+        };
         let roots = self.guest_roots();
         let exists = |p: &str| host_file(p, &roots).is_some_and(|h| h.is_file());
         let code = if image_path.is_empty() {
@@ -277,12 +303,22 @@ impl Session {
         let out_host = self.dirs.output.join(format!("call_{}", self.calls));
         if let Err(e) = fs::create_dir_all(&out_host) {
             self.ended = Some(format!("cannot create {}: {e}", out_host.display()));
-            return self.refused(ErrorKind::Crash, format!("cannot create the output directory: {e}"));
+            return self.refused(
+                ErrorKind::Crash,
+                format!("cannot create the output directory: {e}"),
+            );
         }
-        let image_path = self.inputs.first().map_or("None".to_string(), |i| py_str(&i.guest_path));
+        let image_path = self
+            .inputs
+            .first()
+            .map_or("None".to_string(), |i| py_str(&i.guest_path));
         let image_paths: Vec<&str> = self.inputs.iter().map(|i| i.guest_path.as_str()).collect();
         let image_paths = serde_json::to_string(&image_paths).unwrap_or_else(|_| "[]".into());
-        let call = format!("_vt_exec({}, {}, {image_path}, {image_paths})", py_str(code), py_str(&out_guest));
+        let call = format!(
+            "_vt_exec({}, {}, {image_path}, {image_paths})",
+            py_str(code),
+            py_str(&out_guest)
+        );
         let end = self.run_turn(&call, self.limits.timeout());
         let (stdout, stdout_dropped) = self.stdout.take();
         let (stderr, stderr_dropped) = self.stderr.take();
@@ -298,20 +334,36 @@ impl Session {
             TurnEnd::TimedOut => {
                 self.ended = Some("timeout".into());
                 let s = self.limits.timeout_s;
-                Some(exec_error(ErrorKind::Timeout, None, format!("Execution timed out after {s} s.")))
+                Some(exec_error(
+                    ErrorKind::Timeout,
+                    None,
+                    format!("Execution timed out after {s} s."),
+                ))
             }
             TurnEnd::DiskLimit => {
                 self.ended = Some("disk limit".into());
                 let mib = self.limits.disk_bytes >> 20;
-                Some(exec_error(ErrorKind::DiskLimit, None, format!("The code wrote more than {mib} MiB.")))
+                Some(exec_error(
+                    ErrorKind::DiskLimit,
+                    None,
+                    format!("The code wrote more than {mib} MiB."),
+                ))
             }
             TurnEnd::Exited(code) => {
                 self.ended = Some(format!("exit {code}"));
-                Some(exec_error(ErrorKind::Crash, None, format!("The interpreter exited with code {code}.")))
+                Some(exec_error(
+                    ErrorKind::Crash,
+                    None,
+                    format!("The interpreter exited with code {code}."),
+                ))
             }
             TurnEnd::Trapped(msg) => {
                 self.ended = Some("crash".into());
-                Some(exec_error(ErrorKind::Crash, None, format!("The interpreter crashed: {msg}")))
+                Some(exec_error(
+                    ErrorKind::Crash,
+                    None,
+                    format!("The interpreter crashed: {msg}"),
+                ))
             }
         };
         let stdout = String::from_utf8_lossy(&stdout).into_owned();
@@ -333,7 +385,8 @@ impl Session {
         let end = self.run_turn("_vt_report()", REPORT_TIMEOUT);
         let (out, _) = self.stdout.take();
         let _ = self.stderr.take();
-        let lost = |why: &str| exec_error(ErrorKind::Crash, None, format!("The interpreter {why}."));
+        let lost =
+            |why: &str| exec_error(ErrorKind::Crash, None, format!("The interpreter {why}."));
         if !matches!(end, TurnEnd::Returned) {
             self.ended = Some("crash".into());
             return Err(lost("stopped while reporting"));
@@ -344,7 +397,11 @@ impl Session {
             processed_path: Option<String>,
         }
         let text = String::from_utf8_lossy(&out);
-        let line = text.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or("");
         let report: Report = serde_json::from_str(line).map_err(|_| lost("sent no report"))?;
         let error = report.error.map(|(name, msg)| {
             let (kind, message) = if name == "SystemExit" {
@@ -354,7 +411,11 @@ impl Session {
             } else {
                 (ErrorKind::Exception, format!("{name}: {msg}"))
             };
-            exec_error(kind, (kind == ErrorKind::Exception).then_some(name), message)
+            exec_error(
+                kind,
+                (kind == ErrorKind::Exception).then_some(name),
+                message,
+            )
         });
         Ok((error, report.processed_path))
     }
@@ -373,12 +434,21 @@ impl Session {
         let Ok(len) = i32::try_from(code.len()) else {
             return TurnEnd::Trapped("the code is larger than 2 GiB".into());
         };
-        let Session { store, rt, turn, alloc, memory, .. } = self;
+        let Session {
+            store,
+            rt,
+            turn,
+            alloc,
+            memory,
+            ..
+        } = self;
         let call = async {
             let ptr = alloc.call_async(&mut *store, len).await?;
             let start = usize::try_from(ptr).map_err(|_| wasmtime::Error::msg("bad pointer"))?;
             if ptr == 0 {
-                return Err(wasmtime::Error::msg("the guest could not allocate the code"));
+                return Err(wasmtime::Error::msg(
+                    "the guest could not allocate the code",
+                ));
             }
             memory.write(&mut *store, start, code.as_bytes())?;
             turn.call_async(&mut *store, (ptr, len)).await
@@ -436,8 +506,17 @@ impl Session {
         walk_files(out_host, out_guest, 0, &mut found);
         found.sort();
         let roots = self.guest_roots();
-        let absolute = |p: &str| if p.starts_with('/') { p.to_string() } else { format!("{out_guest}/{p}") };
-        let named = processed.into_iter().map(str::to_string).chain(printed_paths(stdout));
+        let absolute = |p: &str| {
+            if p.starts_with('/') {
+                p.to_string()
+            } else {
+                format!("{out_guest}/{p}")
+            }
+        };
+        let named = processed
+            .into_iter()
+            .map(str::to_string)
+            .chain(printed_paths(stdout));
         for guest in named {
             let guest = absolute(guest.trim_start_matches("./"));
             if let Some(host) = host_file(&guest, &roots) {
@@ -446,11 +525,18 @@ impl Session {
         }
         let mut images: Vec<OutputImage> = Vec::new();
         for (guest_path, host_path) in found {
-            if images.len() >= MAX_IMAGES_PER_CALL || images.iter().any(|i| i.host_path == host_path) {
+            if images.len() >= MAX_IMAGES_PER_CALL
+                || images.iter().any(|i| i.host_path == host_path)
+            {
                 continue;
             }
             if let Some((width, height)) = image_dims(&host_path) {
-                images.push(OutputImage { guest_path, host_path, width, height });
+                images.push(OutputImage {
+                    guest_path,
+                    host_path,
+                    width,
+                    height,
+                });
             }
         }
         images
@@ -458,7 +544,11 @@ impl Session {
 }
 
 fn exec_error(kind: ErrorKind, name: Option<String>, message: String) -> ExecError {
-    ExecError { kind, name, message }
+    ExecError {
+        kind,
+        name,
+        message,
+    }
 }
 
 /// The first line of a trap's description.
@@ -470,7 +560,9 @@ fn trap_line(e: &wasmtime::Error) -> String {
 
 /// Regular files under `dir` (depth ≤ 3), never following symlinks.
 fn walk_files(dir: &Path, guest: &str, depth: u32, out: &mut Vec<(String, PathBuf)>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let Ok(ft) = e.file_type() else { continue };
         let name = e.file_name().to_string_lossy().into_owned();
@@ -486,9 +578,12 @@ fn walk_files(dir: &Path, guest: &str, depth: u32, out: &mut Vec<(String, PathBu
 fn printed_paths(stdout: &str) -> Vec<String> {
     use std::sync::LazyLock;
     static PATH: LazyLock<regex::Regex> = LazyLock::new(|| {
-        regex::Regex::new(r#"(?i)([\w./-]+\.(?:png|jpe?g|bmp|gif|webp|tiff?))\b"#).expect("valid regex")
+        regex::Regex::new(r#"(?i)([\w./-]+\.(?:png|jpe?g|bmp|gif|webp|tiff?))\b"#)
+            .expect("valid regex")
     });
-    PATH.captures_iter(stdout).map(|c| c[1].to_string()).collect()
+    PATH.captures_iter(stdout)
+        .map(|c| c[1].to_string())
+        .collect()
 }
 
 /// A file name safe to show the guest: the original when it is plain, else `image_<i>.<ext>`.
@@ -496,8 +591,13 @@ fn safe_name(src: &Path, i: usize) -> String {
     let name = src.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let plain = !name.is_empty()
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    let ext = src.extension().and_then(|e| e.to_str()).filter(|e| e.chars().all(|c| c.is_ascii_alphanumeric()));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    let ext = src
+        .extension()
+        .and_then(|e| e.to_str())
+        .filter(|e| e.chars().all(|c| c.is_ascii_alphanumeric()));
     if plain && i == 0 {
         name.to_string()
     } else if plain {

@@ -41,14 +41,29 @@ pub enum SandboxCommand {
 /// An unreadable file, a bad image, or a sandbox that cannot start.
 pub fn run(cmd: SandboxCommand) -> Result<()> {
     match cmd {
-        SandboxCommand::Run { file, images, timeout_s, memory_mib, raw, out } => {
-            let code = std::fs::read_to_string(&file).with_context(|| format!("{}", file.display()))?;
-            let mut config = SandboxConfig { pool_size: 0, ..SandboxConfig::default() };
+        SandboxCommand::Run {
+            file,
+            images,
+            timeout_s,
+            memory_mib,
+            raw,
+            out,
+        } => {
+            let code =
+                std::fs::read_to_string(&file).with_context(|| format!("{}", file.display()))?;
+            let mut config = SandboxConfig {
+                pool_size: 0,
+                ..SandboxConfig::default()
+            };
             config.limits.timeout_s = timeout_s;
             config.limits.memory_bytes = memory_mib << 20;
             let sandbox = Sandbox::new(config)?;
             let mut session = sandbox.session("cli", &images)?;
-            let exec = if raw { session.execute(&code) } else { session.run_block(&code) };
+            let exec = if raw {
+                session.execute(&code)
+            } else {
+                session.run_block(&code)
+            };
             let kept = keep_images(&exec.images, &out)?;
             // The session's directory goes away with it: show the kept copies instead.
             let output = match exec.sandbox_output(session.id()) {
@@ -83,7 +98,10 @@ fn keep_images(images: &[sandbox::OutputImage], out: &Path) -> Result<Vec<PathBu
         .iter()
         .enumerate()
         .map(|(i, img)| {
-            let name = img.host_path.file_name().map_or_else(|| format!("image_{i}.png"), |n| n.to_string_lossy().into_owned());
+            let name = img.host_path.file_name().map_or_else(
+                || format!("image_{i}.png"),
+                |n| n.to_string_lossy().into_owned(),
+            );
             let dest = out.join(format!("{i}_{name}"));
             std::fs::copy(&img.host_path, &dest).with_context(|| format!("{}", dest.display()))?;
             Ok(dest)

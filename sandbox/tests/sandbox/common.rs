@@ -9,13 +9,20 @@ use sandbox::{Limits, Sandbox, SandboxConfig};
 
 /// The suite's sandbox: real runtime, default limits but a 3 s deadline to keep tests quick.
 pub static SANDBOX: LazyLock<Sandbox> = LazyLock::new(|| {
-    let limits = Limits { timeout_s: 3.0, ..Limits::default() };
+    let limits = Limits {
+        timeout_s: 3.0,
+        ..Limits::default()
+    };
     new_sandbox(limits, 2)
 });
 
 /// A sandbox with its own limits and pool size.
 pub fn new_sandbox(limits: Limits, pool_size: usize) -> Sandbox {
-    let config = SandboxConfig { limits, pool_size, ..SandboxConfig::default() };
+    let config = SandboxConfig {
+        limits,
+        pool_size,
+        ..SandboxConfig::default()
+    };
     match Sandbox::new(config) {
         Ok(s) => s,
         Err(e) => panic!("the sandbox must start for these tests: {e}"),

@@ -13,16 +13,29 @@ fn hostile(code: &str) -> Execution {
     let dir = scratch();
     let img = input_image(dir.path(), "input.png");
     let before = std::fs::read(&img).expect("read input");
-    let mut s = SANDBOX.session("hostile", &[img.clone()]).expect("session");
+    let mut s = SANDBOX
+        .session("hostile", std::slice::from_ref(&img))
+        .expect("session");
     let run = s.execute(code);
-    assert_eq!(std::fs::read(&img).expect("input still there"), before, "host input changed");
+    assert_eq!(
+        std::fs::read(&img).expect("input still there"),
+        before,
+        "host input changed"
+    );
     let copy = &s.inputs()[0].host_path;
-    assert_eq!(std::fs::read(copy).expect("session copy there"), before, "session input changed");
+    assert_eq!(
+        std::fs::read(copy).expect("session copy there"),
+        before,
+        "session input changed"
+    );
     run
 }
 
 fn exception(run: &Execution) -> &str {
-    let err = run.error.as_ref().unwrap_or_else(|| panic!("expected an error, got {run:#?}"));
+    let err = run
+        .error
+        .as_ref()
+        .unwrap_or_else(|| panic!("expected an error, got {run:#?}"));
     assert_eq!(err.kind, ErrorKind::Exception, "{run:#?}");
     err.name.as_deref().unwrap_or("")
 }
@@ -30,13 +43,23 @@ fn exception(run: &Execution) -> &str {
 #[test]
 fn reading_etc_passwd_fails() {
     let run = hostile("print(open('/etc/passwd').read())");
-    assert!(matches!(exception(&run), "FileNotFoundError" | "PermissionError" | "OSError"), "{run:#?}");
+    assert!(
+        matches!(
+            exception(&run),
+            "FileNotFoundError" | "PermissionError" | "OSError"
+        ),
+        "{run:#?}"
+    );
     assert!(!run.stdout.contains("root:"));
 }
 
 #[test]
 fn dotdot_traversal_fails() {
-    for path in ["/input/../../../etc/passwd", "../../../../../../etc/passwd", "/output/../../etc/hostname"] {
+    for path in [
+        "/input/../../../etc/passwd",
+        "../../../../../../etc/passwd",
+        "/output/../../etc/hostname",
+    ] {
         let run = hostile(&format!("print(open({path:?}).read())"));
         exception(&run);
         assert!(run.stdout.is_empty(), "{path}: {run:#?}");
@@ -72,7 +95,12 @@ fn a_symlinked_image_is_not_read_back() {
 
 #[test]
 fn writing_outside_the_output_dir_fails() {
-    for path in ["/etc/vthinker_probe", "/input/new.png", "/usr/local/lib/x.py", "/x.txt"] {
+    for path in [
+        "/etc/vthinker_probe",
+        "/input/new.png",
+        "/usr/local/lib/x.py",
+        "/x.txt",
+    ] {
         let run = hostile(&format!("open({path:?}, 'w').write('x')"));
         exception(&run);
     }
@@ -96,7 +124,8 @@ fn deleting_or_overwriting_the_input_fails() {
 fn sockets_and_urllib_fail() {
     let run = hostile("import socket\ns = socket.socket()\ns.connect(('127.0.0.1', 80))");
     assert!(run.error.is_some(), "{run:#?}");
-    let run = hostile("import urllib.request\nurllib.request.urlopen('http://127.0.0.1:9/', timeout=1)");
+    let run =
+        hostile("import urllib.request\nurllib.request.urlopen('http://127.0.0.1:9/', timeout=1)");
     assert!(run.error.is_some(), "{run:#?}");
 }
 
@@ -114,7 +143,11 @@ fn processes_cannot_start() {
 fn an_infinite_loop_is_stopped_at_the_deadline() {
     let start = Instant::now();
     let run = hostile("while True:\n    pass");
-    assert_eq!(run.error.as_ref().map(|e| e.kind), Some(ErrorKind::Timeout), "{run:#?}");
+    assert_eq!(
+        run.error.as_ref().map(|e| e.kind),
+        Some(ErrorKind::Timeout),
+        "{run:#?}"
+    );
     assert!(start.elapsed() < within(3.0), "took {:?}", start.elapsed());
 }
 
@@ -122,7 +155,11 @@ fn an_infinite_loop_is_stopped_at_the_deadline() {
 fn a_long_sleep_is_stopped_at_the_deadline() {
     let start = Instant::now();
     let run = hostile("import time\ntime.sleep(60)");
-    assert_eq!(run.error.as_ref().map(|e| e.kind), Some(ErrorKind::Timeout), "{run:#?}");
+    assert_eq!(
+        run.error.as_ref().map(|e| e.kind),
+        Some(ErrorKind::Timeout),
+        "{run:#?}"
+    );
     assert!(start.elapsed() < within(3.0), "took {:?}", start.elapsed());
 }
 
@@ -136,9 +173,15 @@ fn a_2_gib_allocation_is_a_memory_error_and_the_session_goes_on() {
     assert_eq!(exception(&run), "MemoryError", "{run:#?}");
     // 2 GiB through numpy, and exactly 2 GiB (past the 32-bit size limit): structured errors.
     let run = s.execute("x = np.ones((2048, 1024, 1024), dtype=np.uint8)");
-    assert!(matches!(exception(&run), "MemoryError" | "ValueError"), "{run:#?}");
+    assert!(
+        matches!(exception(&run), "MemoryError" | "ValueError"),
+        "{run:#?}"
+    );
     let run = s.execute("x = b'x' * (2 * 1024**3)");
-    assert!(matches!(exception(&run), "MemoryError" | "OverflowError"), "{run:#?}");
+    assert!(
+        matches!(exception(&run), "MemoryError" | "OverflowError"),
+        "{run:#?}"
+    );
     let run = s.execute("print('still here')");
     assert_eq!(run.stdout.trim(), "still here", "{run:#?}");
 }
@@ -158,15 +201,26 @@ fn a_100_mb_print_is_truncated_without_killing_the_guest() {
     let run = hostile("print('x' * 100_000_000)\nprint('done', file=__import__('sys').stderr)");
     assert!(run.error.is_none(), "{:?}", run.error);
     assert_eq!(run.stdout.len(), 64 << 10);
-    assert!(run.stdout_dropped >= 100_000_000 - (64 << 10), "{}", run.stdout_dropped);
-    assert!(run.stderr.contains("done"), "the guest kept running after the cap");
+    assert!(
+        run.stdout_dropped >= 100_000_000 - (64 << 10),
+        "{}",
+        run.stdout_dropped
+    );
+    assert!(
+        run.stderr.contains("done"),
+        "the guest kept running after the cap"
+    );
 }
 
 #[test]
 fn opening_10000_files_hits_the_open_file_cap() {
     let run = hostile("files = [open(f'f{i}.txt', 'w') for i in range(10000)]");
     assert_eq!(exception(&run), "OSError", "{run:#?}");
-    assert!(run.stderr.contains("Too many open files") || run.stderr.contains("Errno"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Too many open files") || run.stderr.contains("Errno"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -174,7 +228,10 @@ fn hostile_error_text_has_thyme_prefix() {
     let run = hostile("raise ValueError('boom')");
     match run.sandbox_output("hostile") {
         SandboxOutput::Error(text) => {
-            assert!(text.starts_with("Sandbox for hostile: ValueError: boom"), "{text}");
+            assert!(
+                text.starts_with("Sandbox for hostile: ValueError: boom"),
+                "{text}"
+            );
         }
         other => panic!("expected an error text, got {other:?}"),
     }

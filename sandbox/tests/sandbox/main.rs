@@ -4,6 +4,6 @@
 mod common;
 mod hostile;
 mod limits;
-mod realistic;
 mod provision;
+mod realistic;
 mod sessions;

@@ -18,7 +18,9 @@ fn block(code: &str) -> (Execution, tempfile::TempDir, sandbox::Session) {
 
 fn only_image(run: &Execution) -> image::RgbImage {
     assert_eq!(run.images.len(), 1, "{run:#?}");
-    image::open(&run.images[0].host_path).expect("decode output").to_rgb8()
+    image::open(&run.images[0].host_path)
+        .expect("decode output")
+        .to_rgb8()
 }
 
 #[test]
@@ -45,7 +47,11 @@ fn crop_box_out_of_bounds_is_clamped_with_a_64px_minimum() {
          img.crop(crop_box).save('./temp_images/corner.png')",
     );
     let out = only_image(&run);
-    assert_eq!(out.dimensions(), (64, 64), "clamped to the 320x200 image with 64 px sides");
+    assert_eq!(
+        out.dimensions(),
+        (64, 64),
+        "clamped to the 320x200 image with 64 px sides"
+    );
 }
 
 #[test]
@@ -90,7 +96,11 @@ fn draw_auxiliary_lines_and_points() {
     assert_eq!(*out.get_pixel(10, 151), Rgb([0, 0, 255]));
     assert_eq!(*out.get_pixel(250, 40), Rgb([0, 200, 0]));
     assert_eq!(*out.get_pixel(280, 60), Rgb([0, 200, 0]));
-    assert_eq!(*out.get_pixel(160, 140), Rgb([255, 255, 255]), "nothing drawn off the line");
+    assert_eq!(
+        *out.get_pixel(160, 140),
+        Rgb([255, 255, 255]),
+        "nothing drawn off the line"
+    );
 }
 
 #[test]
@@ -103,7 +113,10 @@ fn matplotlib_figure_saved_to_the_output_dir() {
     );
     let out = only_image(&run);
     assert_eq!(out.dimensions(), (200, 150));
-    assert!(out.pixels().any(|p| p[2] > 150 && p[0] < 100), "the default blue line is drawn");
+    assert!(
+        out.pixels().any(|p| p[2] > 150 && p[0] < 100),
+        "the default blue line is drawn"
+    );
 }
 
 #[test]
@@ -114,7 +127,10 @@ fn numpy_computation_prints_the_number() {
     );
     // 100x60 black pixels; the red block has luminance 76, also dark.
     assert_eq!(run.stdout.trim(), (100 * 60 + 10 * 10).to_string());
-    assert_eq!(run.sandbox_output("traj-7"), SandboxOutput::Text("6100".into()));
+    assert_eq!(
+        run.sandbox_output("traj-7"),
+        SandboxOutput::Text("6100".into())
+    );
 }
 
 #[test]
@@ -133,7 +149,9 @@ fn thyme_code_fence_variants_run() {
     let run = s.run_block("<code>'''python\nprint(1 + 1)\n'''</code>");
     assert_eq!(run.stdout.trim(), "2", "{run:#?}");
     // A first line pasted right after the tag, the rest indented.
-    let run = s.run_block("<code>```python\nw, h = Image.open(image_path).size\n    print(w * h)\n```</code>");
+    let run = s.run_block(
+        "<code>```python\nw, h = Image.open(image_path).size\n    print(w * h)\n```</code>",
+    );
     assert_eq!(run.stdout.trim(), "64000", "{run:#?}");
 }
 
@@ -143,19 +161,29 @@ fn result_rules_follow_thyme() {
     let img = input_image(dir.path(), "chart.png");
     let mut s = SANDBOX.session("rules", &[img]).expect("session");
     let run = s.run_block("<code>```python\nx = 1\n```</code>");
-    assert_eq!(run.sandbox_output("rules"), SandboxOutput::Error("Sandbox for rules: No output captured.".into()));
+    assert_eq!(
+        run.sandbox_output("rules"),
+        SandboxOutput::Error("Sandbox for rules: No output captured.".into())
+    );
     let run = s.run_block("<code>```python\n```</code>");
     assert!(run.sandbox_output("rules").is_error());
     let run = s.run_block("<code>```python\nprint('text wins over nothing')\n```</code>");
-    assert_eq!(run.sandbox_output("rules"), SandboxOutput::Text("text wins over nothing".into()));
-    let run = s.run_block("<code>```python\nImage.open(image_path).save('a.png')\nprint('a.png')\n```</code>");
+    assert_eq!(
+        run.sandbox_output("rules"),
+        SandboxOutput::Text("text wins over nothing".into())
+    );
+    let run = s.run_block(
+        "<code>```python\nImage.open(image_path).save('a.png')\nprint('a.png')\n```</code>",
+    );
     match run.sandbox_output("rules") {
         SandboxOutput::Images(imgs) => assert_eq!(imgs.len(), 1, "no repeats: {imgs:?}"),
         other => panic!("expected images, got {other:?}"),
     }
     let run = s.run_block("<code>```python\n1/0\n```</code>");
     match run.sandbox_output("rules") {
-        SandboxOutput::Error(t) => assert!(t.starts_with("Sandbox for rules: ZeroDivisionError"), "{t}"),
+        SandboxOutput::Error(t) => {
+            assert!(t.starts_with("Sandbox for rules: ZeroDivisionError"), "{t}")
+        }
         other => panic!("expected an error, got {other:?}"),
     }
 }

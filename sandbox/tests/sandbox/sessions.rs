@@ -16,7 +16,11 @@ fn state_persists_across_executions() {
 fn sessions_are_isolated() {
     let mut a = SANDBOX.session("a", &[]).expect("session a");
     let mut b = SANDBOX.session("b", &[]).expect("session b");
-    assert!(a.execute("secret = 'a'\nopen('/tmp/a.txt', 'w').write('a')").error.is_none());
+    assert!(
+        a.execute("secret = 'a'\nopen('/tmp/a.txt', 'w').write('a')")
+            .error
+            .is_none()
+    );
     let run = b.execute("print(secret)");
     assert_eq!(run.error.and_then(|e| e.name).as_deref(), Some("NameError"));
     let run = b.execute("import os\nprint(os.path.exists('/tmp/a.txt'))");
@@ -52,7 +56,10 @@ fn sessions_run_in_parallel_on_threads() {
             })
         })
         .collect();
-    let outs: Vec<String> = handles.into_iter().map(|h| h.join().expect("thread")).collect();
+    let outs: Vec<String> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
     assert_eq!(outs, vec!["0\n", "499500\n", "1999000\n"]);
 }
 
@@ -61,7 +68,9 @@ fn a_bad_input_image_is_a_clear_error() {
     let dir = scratch();
     let bad = dir.path().join("not_an_image.png");
     std::fs::write(&bad, b"hello").expect("write");
-    let err = SANDBOX.session("bad", &[bad.clone()]).expect_err("must fail");
+    let err = SANDBOX
+        .session("bad", std::slice::from_ref(&bad))
+        .expect_err("must fail");
     assert!(err.to_string().contains("not_an_image.png"), "{err}");
     let missing = dir.path().join("missing.png");
     let err = SANDBOX.session("bad", &[missing]).expect_err("must fail");
