@@ -44,7 +44,8 @@ pub struct ExecError {
 pub struct OutputImage {
     /// Where the guest sees it.
     pub guest_path: String,
-    /// Where it is on the host (inside the session's output directory).
+    /// Where it is on the host: inside the session's directory, so valid while the session
+    /// lives; copy it to keep it.
     pub host_path: PathBuf,
     /// Width, pixels.
     pub width: u32,

@@ -178,12 +178,44 @@ fn start_ticker(engine: &Engine) {
         .ok();
 }
 
+/// Name prefix of a sandbox's work directory; the creating process id follows.
+const WORK_PREFIX: &str = "vthinker-sandbox-";
+
+/// Remove work directories left by processes that are gone (a sandbox held in a static is
+/// never dropped, so its directory outlives the process).
+fn sweep_stale(base: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(WORK_PREFIX)
+            .and_then(|r| r.split('-').next())
+        else {
+            continue;
+        };
+        let alive = pid.parse::<u32>().is_ok_and(|p| {
+            p == std::process::id()
+                || !cfg!(target_os = "linux")
+                || PathBuf::from(format!("/proc/{p}")).exists()
+        });
+        if !alive && e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// A fresh private directory under `base` for this sandbox's sessions.
 fn tempdir_in(base: &std::path::Path) -> Result<PathBuf, SandboxError> {
     static COUNT: AtomicU64 = AtomicU64::new(0);
     let n = COUNT.fetch_add(1, Ordering::Relaxed);
-    let dir = base.join(format!("vthinker-sandbox-{}-{n}", std::process::id()));
+    sweep_stale(base);
+    let dir = base.join(format!("{WORK_PREFIX}{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir(&dir).map_err(|e| io_err(&dir, e))?;
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700); // the guest's files are private
+    builder.create(&dir).map_err(|e| io_err(&dir, e))?;
     Ok(dir)
 }

@@ -3,21 +3,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The `trainer` binary built beside this test (`cargo test --workspace` builds it).
+/// The `trainer` binary, run from the repository root as the README does.
 fn trainer() -> Command {
-    let exe = std::env::current_exe().expect("test exe path");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target profile dir");
-    let bin = dir.join(format!("trainer{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "build the workspace first: {} is missing",
-        bin.display()
-    );
-    let mut cmd = Command::new(bin);
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trainer"));
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     cmd
 }
 

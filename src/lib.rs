@@ -1,1 +1,0 @@
-//! The workspace root package: it owns the end-to-end tests in `tests/`.
