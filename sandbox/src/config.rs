@@ -129,3 +129,21 @@ impl Default for SandboxConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_thymes() {
+        let l = Limits::default();
+        assert_eq!(l.timeout_s, 10.0);
+        assert!(l.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = serde_json::from_str::<Limits>(r#"{"timeout": 5}"#).expect_err("unknown key");
+        assert!(err.to_string().contains("timeout"), "{err}");
+    }
+}

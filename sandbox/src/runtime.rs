@@ -326,8 +326,13 @@ fn sha256_file(path: &Path) -> Result<String, SandboxError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// A spinner on stderr for a one-time step (hidden when stderr is not a terminal).
+/// A spinner on stderr for a one-time step (a plain line when stderr is not a terminal).
 pub(crate) fn spinner(message: String) -> ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        // No spinner in logs: one plain line says why the next minute is slow.
+        eprintln!("sandbox: {message}");
+    }
     let pb = ProgressBar::new_spinner().with_message(message);
     pb.enable_steady_tick(Duration::from_millis(120));
     pb
