@@ -1,0 +1,50 @@
+//! The `trainer` command line as a library, so that a program of your own can run it with
+//! reward parts of your own registered: `trainer::main_with(registry)` (see
+//! `trainer/examples/custom_reward.rs`). The binary is `main_with(Registry::with_builtins())`.
+//!
+//! It is glue: it parses arguments and recipe files into typed configs, calls the libraries,
+//! prints results, and turns any error into one line on stderr with a non-zero exit.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod recipe;
+mod reward_cmd;
+mod sandbox_cmd;
+
+/// vthinker-rl: GRPO training of vision-language models that think with images.
+#[derive(Debug, Parser)]
+#[command(name = "trainer", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The Python sandbox the policy's code runs in.
+    Sandbox {
+        #[command(subcommand)]
+        command: sandbox_cmd::SandboxCommand,
+    },
+    /// Score one completion with a recipe's reward parts and print each part as JSON.
+    Reward(reward_cmd::RewardArgs),
+}
+
+/// Run the command line with `registry`'s reward parts; the process's exit code.
+pub fn main_with(registry: reward::Registry) -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Sandbox { command } => sandbox_cmd::run(command),
+        Command::Reward(args) => reward_cmd::run(&args, &registry),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the chain joined, without a backtrace.
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
