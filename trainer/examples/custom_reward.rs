@@ -26,7 +26,11 @@ impl Reward for AnswerLength {
             return Ok(Score::not_applicable());
         };
         let len = answer.chars().count().max(1);
-        let value = if len <= self.max_chars { 1.0 } else { self.max_chars as f64 / len as f64 };
+        let value = if len <= self.max_chars {
+            1.0
+        } else {
+            self.max_chars as f64 / len as f64
+        };
         Ok(Score::of(value).with("answer_chars", len as f64))
     }
 }
@@ -37,9 +41,14 @@ fn main() -> ExitCode {
     registry.register("answer_length", |ctx| {
         let max_chars = ctx.options.f64("max_chars", 32.0)?;
         if max_chars < 1.0 {
-            return Err(format!("{}.max_chars: must be at least 1", ctx.options.key()));
+            return Err(format!(
+                "{}.max_chars: must be at least 1",
+                ctx.options.key()
+            ));
         }
-        Ok(Box::new(AnswerLength { max_chars: max_chars as usize }))
+        Ok(Box::new(AnswerLength {
+            max_chars: max_chars as usize,
+        }))
     });
     trainer::main_with(registry)
 }

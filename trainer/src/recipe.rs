@@ -29,13 +29,19 @@ struct WithRewards {
 pub fn load_rewards(path: &Path) -> Result<RewardsSection> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
     let parsed: WithRewards = toml::from_str(&text).map_err(|e| located(path, &text, &e))?;
-    let rewards = parsed.rewards.ok_or_else(|| anyhow!("{}: the recipe has no [rewards] section", path.display()))?;
-    let base_dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let rewards = parsed
+        .rewards
+        .ok_or_else(|| anyhow!("{}: the recipe has no [rewards] section", path.display()))?;
+    let base_dir = path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     Ok(RewardsSection { rewards, base_dir })
 }
 
 /// `FILE:LINE: message` for a TOML error.
 fn located(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
-    let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].lines().count().max(1));
+    let line = e.span().map_or(0, |s| {
+        text[..s.start.min(text.len())].lines().count().max(1)
+    });
     anyhow!("{}:{line}: {}", path.display(), e.message().trim())
 }

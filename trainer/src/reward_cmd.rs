@@ -37,12 +37,15 @@ pub fn run(args: &RewardArgs, registry: &Registry) -> Result<()> {
     let set = registry
         .build(&section.rewards, &section.base_dir)
         .map_err(|e| anyhow!("{}: {e}", args.recipe.display()))?;
-    let completion =
-        std::fs::read_to_string(&args.completion).with_context(|| format!("{}", args.completion.display()))?;
+    let completion = std::fs::read_to_string(&args.completion)
+        .with_context(|| format!("{}", args.completion.display()))?;
     let mut input = RewardInput::from_text(&completion, &args.solution, &args.question);
     for f in &args.fields {
-        let (k, v) = f.split_once('=').ok_or_else(|| anyhow!("--field {f:?}: expected KEY=VALUE"))?;
-        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--field {f:?}: expected KEY=VALUE"))?;
+        let value =
+            serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
         input.fields.insert(k.to_string(), value);
     }
     let scored = set.score(std::slice::from_ref(&input));

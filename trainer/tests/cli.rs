@@ -94,11 +94,21 @@ fn bad_arguments_are_one_line_errors() {
 fn reward_json(program: Command, recipe: &str, solution: &str) -> serde_json::Value {
     let mut program = program;
     let out = program
-        .args(["reward", "--recipe", recipe, "--completion", "examples/rewards/completion.txt"])
+        .args([
+            "reward",
+            "--recipe",
+            recipe,
+            "--completion",
+            "examples/rewards/completion.txt",
+        ])
         .args(["--solution", solution])
         .output()
         .expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
@@ -109,11 +119,19 @@ fn reward_prints_each_part_and_the_total() {
         .as_array()
         .expect("parts")
         .iter()
-        .map(|p| (p["part"].as_str().unwrap_or("").to_string(), p["score"].as_f64().unwrap_or(f64::NAN)))
+        .map(|p| {
+            (
+                p["part"].as_str().unwrap_or("").to_string(),
+                p["score"].as_f64().unwrap_or(f64::NAN),
+            )
+        })
         .collect();
     let want = [("format", 1.0), ("accuracy", 1.0), ("tool", 1.0)];
     assert_eq!(scores, want.map(|(n, v)| (n.to_string(), v)));
-    assert!((json["total"].as_f64().unwrap_or(0.0) - 1.8).abs() < 1e-12, "{json:#}");
+    assert!(
+        (json["total"].as_f64().unwrap_or(0.0) - 1.8).abs() < 1e-12,
+        "{json:#}"
+    );
     assert_eq!(json["executions"], 1);
 }
 
@@ -121,52 +139,91 @@ fn reward_prints_each_part_and_the_total() {
 fn reward_runs_a_python_module_from_the_recipe() {
     let json = reward_json(trainer(), "recipes/rewards/custom-python.toml", "20");
     assert_eq!(json["parts"][1]["part"], "closeness");
-    assert!((json["parts"][1]["score"].as_f64().unwrap_or(0.0) - 0.85).abs() < 1e-12, "{json:#}");
+    assert!(
+        (json["parts"][1]["score"].as_f64().unwrap_or(0.0) - 0.85).abs() < 1e-12,
+        "{json:#}"
+    );
 }
 
 #[test]
 fn reward_runs_a_rust_part_registered_by_a_program_of_your_own() {
     // `cargo test` builds the examples next to the binaries.
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_trainer"));
-    let example = bin.parent().expect("dir").join("examples").join("custom_reward");
+    let example = bin
+        .parent()
+        .expect("dir")
+        .join("examples")
+        .join("custom_reward");
     let mut cmd = Command::new(&example);
     cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let json = reward_json(cmd, "recipes/rewards/custom-rust.toml", "17");
     assert_eq!(json["parts"][1]["part"], "answer_length");
     assert_eq!(json["parts"][1]["metrics"]["answer_chars"], 2.0);
-    assert!((json["total"].as_f64().unwrap_or(0.0) - 1.2).abs() < 1e-12, "{json:#}");
+    assert!(
+        (json["total"].as_f64().unwrap_or(0.0) - 1.2).abs() < 1e-12,
+        "{json:#}"
+    );
     // The stock binary does not know the part, and says which ones it knows.
     let out = trainer()
         .args(["reward", "--recipe", "recipes/rewards/custom-rust.toml"])
-        .args(["--completion", "examples/rewards/completion.txt", "--solution", "17"])
+        .args([
+            "--completion",
+            "examples/rewards/completion.txt",
+            "--solution",
+            "17",
+        ])
         .output()
         .expect("runs");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("unknown reward part \"answer_length\""), "{err}");
+    assert!(
+        !out.status.success() && err.contains("unknown reward part \"answer_length\""),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_bad_recipe_names_the_file_line_and_key() {
     let dir = tempfile::tempdir().expect("tmp");
     let recipe = dir.path().join("bad.toml");
-    std::fs::write(&recipe, "[rewards]\n\n[[rewards.parts]]\nname = \"format\"\nwieght = 0.5\n\n[rewards.oops]\n").expect("write");
+    std::fs::write(
+        &recipe,
+        "[rewards]\n\n[[rewards.parts]]\nname = \"format\"\nwieght = 0.5\n\n[rewards.oops]\n",
+    )
+    .expect("write");
     let out = trainer()
         .args(["reward", "--recipe"])
         .arg(&recipe)
-        .args(["--completion", "examples/rewards/completion.txt", "--solution", "1"])
+        .args([
+            "--completion",
+            "examples/rewards/completion.txt",
+            "--solution",
+            "1",
+        ])
         .output()
         .expect("runs");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("bad.toml:") && err.contains("oops"), "{err}");
-    std::fs::write(&recipe, "[rewards]\n\n[[rewards.parts]]\nname = \"format\"\nwieght = 0.5\n").expect("write");
+    std::fs::write(
+        &recipe,
+        "[rewards]\n\n[[rewards.parts]]\nname = \"format\"\nwieght = 0.5\n",
+    )
+    .expect("write");
     let out = trainer()
         .args(["reward", "--recipe"])
         .arg(&recipe)
-        .args(["--completion", "examples/rewards/completion.txt", "--solution", "1"])
+        .args([
+            "--completion",
+            "examples/rewards/completion.txt",
+            "--solution",
+            "1",
+        ])
         .output()
         .expect("runs");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("rewards.parts[0].wieght: unknown option"), "{err}");
+    assert!(
+        err.contains("rewards.parts[0].wieght: unknown option"),
+        "{err}"
+    );
 }

@@ -380,7 +380,7 @@ pub fn equivalent(a: &Expr, b: &Expr, up_to_scale: bool) -> bool {
     b.vars(&mut vars);
     let vars: Vec<char> = vars.into_iter().collect();
     // Fixed, irregular sample points (deterministic), away from common singularities.
-    const POINTS: [f64; 7] = [0.7371, 1.4142, 2.2361, 3.1623, -0.5813, 1.9037, 2.7183];
+    const POINTS: [f64; 7] = [0.7371, 1.3713, 2.2361, 3.1623, -0.5813, 1.9037, 2.6179];
     let mut agree = 0;
     let mut ratio: Option<f64> = None;
     for k in 0..POINTS.len() {
