@@ -188,20 +188,8 @@ pub fn read_verdict(reply: &str, key: &str) -> Result<f64, String> {
 
 fn first_json_object(s: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
     let start = s.find('{')?;
-    let mut depth = 0;
-    for (i, c) in s[start..].char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return serde_json::from_str(&s[start..=start + i]).ok();
-                }
-            }
-            _ => {}
-        }
-    }
-    None
+    let close = start + crate::grade::braced_len(&s[start..])?;
+    serde_json::from_str(&s[start..=close]).ok()
 }
 
 /// The accuracy question put to the judge.

@@ -181,15 +181,11 @@ fn reward_runs_a_rust_part_registered_by_a_program_of_your_own() {
     );
 }
 
-#[test]
-fn a_bad_recipe_names_the_file_line_and_key() {
+/// `trainer reward` on a recipe with `text`: its stderr, after checking it failed.
+fn reward_error(text: &str) -> String {
     let dir = tempfile::tempdir().expect("tmp");
     let recipe = dir.path().join("bad.toml");
-    std::fs::write(
-        &recipe,
-        "[rewards]\n\n[[rewards.parts]]\nname = \"format\"\nwieght = 0.5\n\n[rewards.oops]\n",
-    )
-    .expect("write");
+    std::fs::write(&recipe, text).expect("write");
     let out = trainer()
         .args(["reward", "--recipe"])
         .arg(&recipe)
@@ -201,29 +197,21 @@ fn a_bad_recipe_names_the_file_line_and_key() {
         ])
         .output()
         .expect("runs");
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("bad.toml:") && err.contains("oops"), "{err}");
-    std::fs::write(
-        &recipe,
-        "[rewards]\n\n[[rewards.parts]]\nname = \"format\"\nwieght = 0.5\n",
-    )
-    .expect("write");
-    let out = trainer()
-        .args(["reward", "--recipe"])
-        .arg(&recipe)
-        .args([
-            "--completion",
-            "examples/rewards/completion.txt",
-            "--solution",
-            "1",
-        ])
-        .output()
-        .expect("runs");
-    let err = String::from_utf8_lossy(&out.stderr);
+    err
+}
+
+#[test]
+fn a_bad_recipe_names_the_file_line_and_key() {
+    let err = reward_error("[rewards]\n\n[[rewards.parts]]\nname = \"format\"\n\n[rewards.oops]\n");
+    assert!(err.contains("bad.toml:6") && err.contains("oops"), "{err}");
+    let err = reward_error("[rewards]\n\n[[rewards.parts]]\nname = \"format\"\nwieght = 0.5\n");
     assert!(
         err.contains("rewards.parts[0].wieght: unknown option"),
         "{err}"
     );
+    let err = reward_error("[policy]\nmodel = \"tiny\"\n");
+    assert!(err.contains("no [rewards] section"), "{err}");
 }

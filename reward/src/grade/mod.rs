@@ -110,14 +110,20 @@ fn last_command_arg(s: &str, cmds: &[&str]) -> Option<String> {
     if !rest[..open].trim().is_empty() {
         return None;
     }
+    let close = open + braced_len(&rest[open..])?;
+    Some(rest[open + 1..close].to_string())
+}
+
+/// Byte length up to and including the `}` that closes the `{` at the start of `s`.
+pub(crate) fn braced_len(s: &str) -> Option<usize> {
     let mut depth = 0;
-    for (i, c) in rest[open..].char_indices() {
+    for (i, c) in s.char_indices() {
         match c {
             '{' => depth += 1,
             '}' => {
                 depth -= 1;
                 if depth == 0 {
-                    return Some(rest[open + 1..open + i].to_string());
+                    return Some(i);
                 }
             }
             _ => {}
