@@ -1,0 +1,5 @@
+//! The policy crate's integration tests against fixtures made by transformers
+//! (`policy/reference/make_fixtures.py`).
+
+mod config;
+mod preprocess;

@@ -1,0 +1,96 @@
+//! Image preprocessing equals transformers' Qwen2-VL image processor: PIL's bicubic resize bit
+//! for bit, and the same pixel values and grid.
+
+use policy::processor::{ProcessorConfig, prepare, smart_resize};
+use policy::resample::resize_bicubic;
+use safetensors::SafeTensors;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+fn fixture() -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}/preprocess.safetensors")).expect("fixture")
+}
+
+fn f32s(st: &SafeTensors<'_>, name: &str) -> (Vec<f32>, Vec<usize>) {
+    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let v = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (v, t.shape().to_vec())
+}
+
+fn i64s(st: &SafeTensors<'_>, name: &str) -> Vec<i64> {
+    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    t.data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect()
+}
+
+const IMAGES: [&str; 3] = ["wide_61x47", "tall_90x250", "big_300x200"];
+
+#[test]
+fn bicubic_resize_is_pils_bit_for_bit() {
+    let bytes = fixture();
+    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+    let limits = i64s(&st, "min_max_pixels");
+    for name in IMAGES {
+        let img = image::open(format!("{FIXTURES}/{name}.png"))
+            .expect("png")
+            .to_rgb8();
+        let (w, h) = img.dimensions();
+        let (rh, rw) = smart_resize(
+            h as usize,
+            w as usize,
+            28,
+            limits[0] as usize,
+            limits[1] as usize,
+        )
+        .expect("size");
+        let ours = resize_bicubic(img.as_raw(), w as usize, h as usize, rw, rh);
+        let t = st.tensor(&format!("{name}.resized")).expect("resized");
+        assert_eq!(t.shape(), [rh, rw, 3], "{name}");
+        let differing = ours.iter().zip(t.data()).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            differing,
+            0,
+            "{name}: {differing} of {} bytes differ from PIL",
+            ours.len()
+        );
+    }
+}
+
+#[test]
+fn pixel_values_and_grid_equal_transformers() {
+    let bytes = fixture();
+    let st = SafeTensors::deserialize(&bytes).expect("safetensors");
+    let limits = i64s(&st, "min_max_pixels");
+    let cfg = ProcessorConfig {
+        min_pixels: limits[0] as usize,
+        max_pixels: limits[1] as usize,
+        ..ProcessorConfig::default()
+    };
+    for name in IMAGES {
+        let img = image::open(format!("{FIXTURES}/{name}.png"))
+            .expect("png")
+            .to_rgb8();
+        let (w, h) = img.dimensions();
+        let ours = prepare(img.as_raw(), h as usize, w as usize, &cfg).expect("prepare");
+        let (want, shape) = f32s(&st, &format!("{name}.pixel_values"));
+        let grid: Vec<usize> = i64s(&st, &format!("{name}.grid_thw"))
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
+        assert_eq!(ours.grid_thw.to_vec(), grid, "{name}");
+        assert_eq!([ours.rows, ours.dim], [shape[0], shape[1]], "{name}");
+        let max = ours
+            .pixel_values
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(max <= 1e-6, "{name}: max |Δ| = {max:e}");
+    }
+}
