@@ -108,11 +108,48 @@ def config_fixture():
     print("tiny config:", FIXTURES / "tiny" / "config.json")
 
 
+def rope_index_fixture():
+    """M-RoPE position ids of a text + image + text + image + text sequence, from
+    transformers' get_rope_index."""
+    import numpy as np
+    import torch
+    from safetensors.numpy import save_file
+    from transformers import Qwen2_5_VLModel
+
+    cfg = tiny_config()
+    model = Qwen2_5_VLModel(cfg)
+    grids = [[1, 4, 4], [1, 8, 12]]
+    ids, types = [], []
+    def text(n):
+        ids.extend(range(10, 10 + n)); types.extend([0] * n)
+    def image(g):
+        ids.append(cfg.vision_start_token_id); types.append(0)
+        n = g[0] * g[1] * g[2] // 4
+        ids.extend([cfg.image_token_id] * n); types.extend([1] * n)
+        ids.append(cfg.vision_end_token_id); types.append(0)
+    text(5); image(grids[0]); text(3); image(grids[1]); text(2)
+    input_ids = torch.tensor([ids])
+    pos, delta = model.get_rope_index(
+        input_ids, torch.tensor([types]), image_grid_thw=torch.tensor(grids)
+    )
+    save_file(
+        {
+            "input_ids": np.array(ids, dtype=np.int64),
+            "grid_thw": np.array(grids, dtype=np.int64),
+            "position_ids": pos[:, 0, :].numpy().astype(np.int64),
+            "delta": delta.reshape(-1).numpy().astype(np.int64),
+        },
+        str(FIXTURES / "rope_index.safetensors"),
+    )
+    print("rope index:", pos.shape, "delta", delta.tolist())
+
+
 def main():
     ensure_venv()
     FIXTURES.mkdir(parents=True, exist_ok=True)
     preprocess_fixture()
     config_fixture()
+    rope_index_fixture()
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod positions;
 pub mod processor;
 pub mod resample;
 
 pub use config::{ConfigError, ModelConfig, TextConfig, TokenIds, VisionConfig};
+pub use positions::{PositionIds, Positions};
 pub use processor::{ImageError, PreparedImage, ProcessorConfig, prepare, smart_resize};

@@ -2,4 +2,5 @@
 //! (`policy/reference/make_fixtures.py`).
 
 mod config;
+mod positions;
 mod preprocess;
