@@ -385,7 +385,7 @@ impl ModelConfig {
             })
         };
         let t = &self.text;
-        if t.num_attention_heads == 0 || t.hidden_size % t.num_attention_heads != 0 {
+        if t.num_attention_heads == 0 || !t.hidden_size.is_multiple_of(t.num_attention_heads) {
             return bad(
                 "hidden_size",
                 format!(
@@ -394,7 +394,9 @@ impl ModelConfig {
                 ),
             );
         }
-        if t.num_key_value_heads == 0 || t.num_attention_heads % t.num_key_value_heads != 0 {
+        if t.num_key_value_heads == 0
+            || !t.num_attention_heads.is_multiple_of(t.num_key_value_heads)
+        {
             return bad(
                 "num_key_value_heads",
                 format!(
@@ -416,8 +418,8 @@ impl ModelConfig {
         }
         let v = &self.vision;
         if v.num_heads == 0
-            || v.hidden_size % v.num_heads != 0
-            || (v.hidden_size / v.num_heads) % 4 != 0
+            || !v.hidden_size.is_multiple_of(v.num_heads)
+            || !(v.hidden_size / v.num_heads).is_multiple_of(4)
         {
             return bad(
                 "vision_config.num_heads",
@@ -434,7 +436,7 @@ impl ModelConfig {
             );
         }
         let unit = v.patch_size * v.spatial_merge_size;
-        if v.window_size % unit != 0 {
+        if !v.window_size.is_multiple_of(unit) {
             return bad(
                 "vision_config.window_size",
                 format!(
