@@ -2,5 +2,6 @@
 //! (`policy/reference/make_fixtures.py`).
 
 mod config;
+mod fixtures;
 mod positions;
 mod preprocess;

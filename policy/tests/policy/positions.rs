@@ -4,21 +4,11 @@
 use policy::{PositionIds, Positions};
 use safetensors::SafeTensors;
 
-fn i64s(st: &SafeTensors<'_>, name: &str) -> Vec<i64> {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    t.data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .collect()
-}
+use crate::fixtures::{i64s, read};
 
 #[test]
 fn incremental_positions_equal_get_rope_index() {
-    let bytes = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/rope_index.safetensors"
-    ))
-    .expect("fixture");
+    let bytes = read("rope_index.safetensors");
     let st = SafeTensors::deserialize(&bytes).expect("safetensors");
     let ids = i64s(&st, "input_ids");
     let grids = i64s(&st, "grid_thw");

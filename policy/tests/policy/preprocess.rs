@@ -5,35 +5,13 @@ use policy::processor::{ProcessorConfig, prepare, smart_resize};
 use policy::resample::resize_bicubic;
 use safetensors::SafeTensors;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-
-fn fixture() -> Vec<u8> {
-    std::fs::read(format!("{FIXTURES}/preprocess.safetensors")).expect("fixture")
-}
-
-fn f32s(st: &SafeTensors<'_>, name: &str) -> (Vec<f32>, Vec<usize>) {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let v = t
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    (v, t.shape().to_vec())
-}
-
-fn i64s(st: &SafeTensors<'_>, name: &str) -> Vec<i64> {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    t.data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .collect()
-}
+use crate::fixtures::{DIR as FIXTURES, f32s, i64s, read};
 
 const IMAGES: [&str; 3] = ["wide_61x47", "tall_90x250", "big_300x200"];
 
 #[test]
 fn bicubic_resize_is_pils_bit_for_bit() {
-    let bytes = fixture();
+    let bytes = read("preprocess.safetensors");
     let st = SafeTensors::deserialize(&bytes).expect("safetensors");
     let limits = i64s(&st, "min_max_pixels");
     for name in IMAGES {
@@ -64,7 +42,7 @@ fn bicubic_resize_is_pils_bit_for_bit() {
 
 #[test]
 fn pixel_values_and_grid_equal_transformers() {
-    let bytes = fixture();
+    let bytes = read("preprocess.safetensors");
     let st = SafeTensors::deserialize(&bytes).expect("safetensors");
     let limits = i64s(&st, "min_max_pixels");
     let cfg = ProcessorConfig {
