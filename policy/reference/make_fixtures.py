@@ -6,9 +6,18 @@ It creates (once) a venv at $VTHINKER_REF_VENV (default ~/.cache/vthinker-rl/ref
 torch, transformers, pillow and safetensors from the package registry, re-runs itself there,
 and writes policy/tests/fixtures/. The outputs are committed; CI never needs torch.
 
-Fixtures so far:
+Fixtures:
 - preprocess.safetensors: for each test image (made here, saved as PNG beside it), PIL's
   bicubic resize to the smart_resize size, and transformers' pixel_values and image_grid_thw.
+- tiny/: a tiny random Qwen2_5_VLForConditionalGeneration (config.json, model.safetensors) and
+  a byte-level BPE tokenizer.json trained here with Qwen's special tokens at ids 1000..1006.
+- rope_index.safetensors: get_rope_index on a text + image + text + image + text sequence.
+- parity.safetensors: for a text-only prompt and an image+text prompt (non-square image), the
+  input ids, pixel values, grid, the logits of every prompt position and 16 greedy tokens.
+
+  python3 policy/reference/make_fixtures.py --check-saved DIR
+loads a model directory written by the Rust side with transformers and compares its logits on
+both prompts with parity.safetensors (the "transformers loads what we save" check).
 """
 import os
 import subprocess
@@ -101,11 +110,161 @@ def tiny_config():
     )
 
 
-def config_fixture():
+SPECIAL_TOKENS = [
+    "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>", "<|im_end|>", "<|im_start|>",
+]
+# Qwen2's pre-tokenizer split (digits one by one, letters, punctuation runs, newlines, spaces).
+QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def tiny_model():
+    """The tiny model with weights drawn from a fixed torch seed, in eval mode."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(1234)
     cfg = tiny_config()
     cfg.architectures = ["Qwen2_5_VLForConditionalGeneration"]
-    cfg.save_pretrained(FIXTURES / "tiny")
-    print("tiny config:", FIXTURES / "tiny" / "config.json")
+    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    # transformers' init gives norms weight 1 and biases 0; perturb them so the test sees
+    # whether each is loaded in the right place.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name or "ln_q" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def train_tokenizer():
+    """A byte-level BPE like Qwen2's (same split regex, NFC, byte-level decoding), 1000 learned
+    tokens, then Qwen's special tokens at 1000..1006."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    root = HERE.parent.parent
+    corpus = []
+    for pattern in ["*.md", "docs/*.md", "examples/**/*.py", "recipes/**/*.toml", "*/src/**/*.rs"]:
+        for f in sorted(root.glob(pattern)):
+            corpus.append(f.read_text(errors="ignore"))
+    trainer = trainers.BpeTrainer(
+        vocab_size=1000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer)
+    assert tok.get_vocab_size() == 1000, tok.get_vocab_size()
+    tok.add_special_tokens(SPECIAL_TOKENS)
+    for i, t in enumerate(SPECIAL_TOKENS):
+        assert tok.token_to_id(t) == 1000 + i, (t, tok.token_to_id(t))
+    return tok
+
+
+def config_fixture():
+    """tiny/: config.json, model.safetensors, tokenizer.json."""
+    out = FIXTURES / "tiny"
+    model = tiny_model()
+    model.save_pretrained(out)
+    train_tokenizer().save(str(out / "tokenizer.json"))
+    print("tiny model:", out)
+    return model
+
+
+def parity_inputs(cfg):
+    """A text-only prompt and an image + text prompt, as ids (no tokenizer needed)."""
+    import numpy as np
+    from PIL import Image
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    text_ids = [1006, 17, 300, 45, 999, 512, 8, 77, 640, 1005, 1006, 123, 456]
+    img = Image.open(FIXTURES / "wide_61x47.png").convert("RGB").resize((150, 90), resample=3)
+    img.save(FIXTURES / "parity_150x90.png")
+    proc = Qwen2VLImageProcessorPil(size={"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 24})
+    out = proc(images=[img], return_tensors="np")
+    grid = out["image_grid_thw"][0].tolist()
+    n = grid[0] * grid[1] * grid[2] // 4
+    image_ids = [1006, 5, 66, 700, cfg.vision_start_token_id] + [cfg.image_token_id] * n
+    image_ids += [cfg.vision_end_token_id, 31, 415, 92, 1005, 1006, 250]
+    return {
+        "text": {"ids": text_ids},
+        "image": {
+            "ids": image_ids,
+            "pixel_values": out["pixel_values"].astype(np.float32),
+            "grid_thw": np.array([grid], dtype=np.int64),
+        },
+    }
+
+
+def run_prompt(model, cfg, prompt, steps):
+    """Logits of every prompt position, and `steps` greedy tokens (full forward each step)."""
+    import torch
+
+    ids = list(prompt["ids"])
+    logits0 = None
+    for _ in range(steps + 1):
+        input_ids = torch.tensor([ids])
+        kwargs = {"mm_token_type_ids": (input_ids == cfg.image_token_id).int()}
+        if "pixel_values" in prompt:
+            kwargs["pixel_values"] = torch.from_numpy(prompt["pixel_values"])
+            kwargs["image_grid_thw"] = torch.from_numpy(prompt["grid_thw"])
+        with torch.no_grad():
+            logits = model(input_ids=input_ids, **kwargs).logits[0]
+        if logits0 is None:
+            logits0 = logits.numpy().copy()
+        ids.append(int(logits[-1].argmax()))
+    return logits0, ids[len(prompt["ids"]):len(prompt["ids"]) + steps]
+
+
+def parity_fixture(model):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    cfg = model.config
+    tensors = {}
+    for name, prompt in parity_inputs(cfg).items():
+        logits, greedy = run_prompt(model, cfg, prompt, 16)
+        tensors[f"{name}.input_ids"] = np.array(prompt["ids"], dtype=np.int64)
+        tensors[f"{name}.logits"] = logits.astype(np.float32)
+        tensors[f"{name}.greedy"] = np.array(greedy, dtype=np.int64)
+        if "pixel_values" in prompt:
+            tensors[f"{name}.pixel_values"] = prompt["pixel_values"]
+            tensors[f"{name}.grid_thw"] = prompt["grid_thw"]
+        print(f"parity {name}: {len(prompt['ids'])} tokens, greedy {greedy}")
+    save_file(tensors, str(FIXTURES / "parity.safetensors"))
+
+
+def check_saved(directory):
+    """Load a directory written by the Rust side and compare logits with the fixtures."""
+    import numpy as np
+    import torch
+    from safetensors.numpy import load_file
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(directory, dtype=torch.float32).eval()
+    ref = load_file(str(FIXTURES / "parity.safetensors"))
+    worst = 0.0
+    for name in ["text", "image"]:
+        prompt = {"ids": ref[f"{name}.input_ids"].tolist()}
+        if f"{name}.pixel_values" in ref:
+            prompt["pixel_values"] = ref[f"{name}.pixel_values"]
+            prompt["grid_thw"] = ref[f"{name}.grid_thw"]
+        logits, greedy = run_prompt(model, model.config, prompt, 16)
+        diff = float(np.abs(logits - ref[f"{name}.logits"]).max())
+        same = greedy == ref[f"{name}.greedy"].tolist()
+        print(f"{name}: max |logits - fixture| = {diff:.3e}, greedy tokens equal: {same}")
+        worst = max(worst, diff)
+        if not same:
+            worst = float("inf")
+    if worst > 1e-4:
+        sys.exit(f"transformers does not reproduce the fixtures from {directory}")
+    print("transformers loads", directory, "and reproduces the fixtures")
 
 
 def rope_index_fixture():
@@ -147,9 +306,13 @@ def rope_index_fixture():
 def main():
     ensure_venv()
     FIXTURES.mkdir(parents=True, exist_ok=True)
+    if len(sys.argv) == 3 and sys.argv[1] == "--check-saved":
+        check_saved(sys.argv[2])
+        return
     preprocess_fixture()
-    config_fixture()
+    model = config_fixture()
     rope_index_fixture()
+    parity_fixture(model)
 
 
 if __name__ == "__main__":

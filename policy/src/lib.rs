@@ -1,13 +1,17 @@
-//! The policy: Qwen2.5-VL — its HF configuration, and its image preprocessing reproduced from
-//! transformers. (The burn model, weights, tokenizer and KV-cache forward are the rest of
-//! issue 3 and not here yet.)
+//! The policy: Qwen2.5-VL in burn — its HF configuration, image preprocessing reproduced from
+//! transformers, the model with a KV cache that takes text and images mid-sequence, and
+//! weights loaded from and saved to HF-layout safetensors.
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod model;
 pub mod positions;
 pub mod processor;
 pub mod resample;
+pub mod weights;
 
 pub use config::{ConfigError, ModelConfig, TextConfig, TokenIds, VisionConfig};
 pub use positions::{PositionIds, Positions};
 pub use processor::{ImageError, PreparedImage, ProcessorConfig, prepare, smart_resize};
+pub use model::{ForwardError, ImageTokens, KvCache, Qwen25VL, Row, token_logprobs};
+pub use weights::{HostTensor, Weights, WeightsError};

@@ -3,5 +3,6 @@
 
 mod config;
 mod fixtures;
+mod parity;
 mod positions;
 mod preprocess;

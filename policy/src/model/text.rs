@@ -1,0 +1,319 @@
+//! The language model: a Qwen2 decoder (grouped-query attention with q/k/v biases, RMSNorm,
+//! SwiGLU) whose rotary embedding is M-RoPE — the head dimension's frequency pairs split into
+//! temporal / height / width sections, each rotated by that axis' position.
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::layers::{Mlp, RmsNorm, apply_rotary, export_linear, host, load_linear, tensor};
+use crate::config::TextConfig;
+use crate::positions::PositionIds;
+use crate::weights::{Weights, WeightsError};
+
+/// cos / sin tables for a batch, `[batch, 1, seq, head_dim]`.
+#[derive(Debug, Clone)]
+pub struct RopeTables<B: Backend> {
+    /// cos(position · frequency).
+    pub cos: Tensor<B, 4>,
+    /// sin(position · frequency).
+    pub sin: Tensor<B, 4>,
+}
+
+/// The M-RoPE frequencies of one model.
+#[derive(Debug, Clone)]
+pub struct MRope {
+    inv_freq: Vec<f32>,
+    /// For each frequency index, the axis (0 = t, 1 = h, 2 = w) whose position drives it.
+    axis: Vec<usize>,
+}
+
+impl MRope {
+    /// Frequencies 1 / θ^(2i/d) computed in f32 as transformers does, sections from the config.
+    pub fn new(config: &TextConfig) -> MRope {
+        let dim = config.head_dim();
+        let theta = config.rope_theta as f32;
+        let inv_freq: Vec<f32> = (0..dim / 2)
+            .map(|i| 1.0 / theta.powf((2 * i) as f32 / dim as f32))
+            .collect();
+        let mut axis = Vec::with_capacity(dim / 2);
+        for (a, &n) in config.mrope_section.iter().enumerate() {
+            axis.extend(std::iter::repeat_n(a, n));
+        }
+        axis.resize(dim / 2, 2);
+        MRope { inv_freq, axis }
+    }
+
+    /// Tables for equally long rows of position ids.
+    pub fn tables<B: Backend>(&self, rows: &[PositionIds], device: &B::Device) -> RopeTables<B> {
+        let half = self.inv_freq.len();
+        let seq = rows.first().map_or(0, PositionIds::len);
+        let mut cos = Vec::with_capacity(rows.len() * seq * half * 2);
+        let mut sin = Vec::with_capacity(cos.capacity());
+        for row in rows {
+            let axes = [&row.t, &row.h, &row.w];
+            for j in 0..seq {
+                let angles: Vec<f32> = (0..half)
+                    .map(|k| axes[self.axis[k]][j] as f32 * self.inv_freq[k])
+                    .collect();
+                for _ in 0..2 {
+                    cos.extend(angles.iter().map(|a| a.cos()));
+                    sin.extend(angles.iter().map(|a| a.sin()));
+                }
+            }
+        }
+        let shape = [rows.len(), 1, seq, half * 2];
+        RopeTables {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        }
+    }
+}
+
+/// One layer's cached keys and values, `[batch, kv_heads, seen, head_dim]`.
+#[derive(Debug, Clone)]
+pub struct LayerCache<B: Backend> {
+    /// Keys (rotated).
+    pub keys: Tensor<B, 4>,
+    /// Values.
+    pub values: Tensor<B, 4>,
+}
+
+/// Grouped-query self-attention.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    q_proj: Linear<B>,
+    k_proj: Linear<B>,
+    v_proj: Linear<B>,
+    o_proj: Linear<B>,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    fn load(
+        w: &mut Weights,
+        p: &str,
+        c: &TextConfig,
+        device: &B::Device,
+    ) -> Result<Self, WeightsError> {
+        let (h, hd) = (c.hidden_size, c.head_dim());
+        let (nq, nkv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+        Ok(Attention {
+            q_proj: load_linear(w, &format!("{p}.q_proj"), h, nq, true, device)?,
+            k_proj: load_linear(w, &format!("{p}.k_proj"), h, nkv, true, device)?,
+            v_proj: load_linear(w, &format!("{p}.v_proj"), h, nkv, true, device)?,
+            o_proj: load_linear(w, &format!("{p}.o_proj"), nq, h, false, device)?,
+            num_heads: c.num_attention_heads,
+            num_kv_heads: c.num_key_value_heads,
+            head_dim: hd,
+        })
+    }
+
+    fn export(&self, p: &str, out: &mut Weights) {
+        export_linear(&self.q_proj, &format!("{p}.q_proj"), out);
+        export_linear(&self.k_proj, &format!("{p}.k_proj"), out);
+        export_linear(&self.v_proj, &format!("{p}.v_proj"), out);
+        export_linear(&self.o_proj, &format!("{p}.o_proj"), out);
+    }
+
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTables<B>,
+        cache: &mut Option<LayerCache<B>>,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
+        let hd = self.head_dim;
+        let split = |t: Tensor<B, 3>, heads: usize| t.reshape([b, s, heads, hd]).swap_dims(1, 2);
+        let q = split(self.q_proj.forward(x.clone()), self.num_heads);
+        let k = split(self.k_proj.forward(x.clone()), self.num_kv_heads);
+        let v = split(self.v_proj.forward(x), self.num_kv_heads);
+        let q = apply_rotary(q, rope.cos.clone(), rope.sin.clone());
+        let k = apply_rotary(k, rope.cos.clone(), rope.sin.clone());
+        let (k, v) = match cache.take() {
+            Some(past) => (
+                Tensor::cat(vec![past.keys, k], 2),
+                Tensor::cat(vec![past.values, v], 2),
+            ),
+            None => (k, v),
+        };
+        *cache = Some(LayerCache {
+            keys: k.clone(),
+            values: v.clone(),
+        });
+        let groups = self.num_heads / self.num_kv_heads;
+        let repeat = |t: Tensor<B, 4>| {
+            if groups == 1 {
+                return t;
+            }
+            let [b, kvh, seen, hd] = t.dims();
+            t.unsqueeze_dim::<5>(2)
+                .repeat_dim(2, groups)
+                .reshape([b, kvh * groups, seen, hd])
+        };
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: true,
+        };
+        let out = attention(q, repeat(k), repeat(v), None, None, options);
+        self.o_proj
+            .forward(out.swap_dims(1, 2).reshape([b, s, self.num_heads * hd]))
+    }
+}
+
+/// One decoder layer.
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    self_attn: Attention<B>,
+    mlp: Mlp<B>,
+    input_layernorm: RmsNorm<B>,
+    post_attention_layernorm: RmsNorm<B>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    fn load(
+        w: &mut Weights,
+        p: &str,
+        c: &TextConfig,
+        device: &B::Device,
+    ) -> Result<Self, WeightsError> {
+        let (h, eps) = (c.hidden_size, c.rms_norm_eps);
+        Ok(DecoderLayer {
+            self_attn: Attention::load(w, &format!("{p}.self_attn"), c, device)?,
+            mlp: Mlp::load(w, &format!("{p}.mlp"), h, c.intermediate_size, false, device)?,
+            input_layernorm: RmsNorm::load(
+                w,
+                &format!("{p}.input_layernorm.weight"),
+                h,
+                eps,
+                device,
+            )?,
+            post_attention_layernorm: RmsNorm::load(
+                w,
+                &format!("{p}.post_attention_layernorm.weight"),
+                h,
+                eps,
+                device,
+            )?,
+        })
+    }
+
+    fn export(&self, p: &str, out: &mut Weights) {
+        self.self_attn.export(&format!("{p}.self_attn"), out);
+        self.mlp.export(&format!("{p}.mlp"), out);
+        self.input_layernorm
+            .export(&format!("{p}.input_layernorm.weight"), out);
+        self.post_attention_layernorm
+            .export(&format!("{p}.post_attention_layernorm.weight"), out);
+    }
+
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTables<B>,
+        cache: &mut Option<LayerCache<B>>,
+    ) -> Tensor<B, 3> {
+        let x = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), rope, cache);
+        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    }
+}
+
+/// The decoder with its embedding and output head.
+#[derive(Module, Debug)]
+pub struct TextModel<B: Backend> {
+    embed_tokens: Param<Tensor<B, 2>>,
+    layers: Vec<DecoderLayer<B>>,
+    norm: RmsNorm<B>,
+    /// `None` when the head is tied to the embedding.
+    lm_head: Option<Linear<B>>,
+}
+
+impl<B: Backend> TextModel<B> {
+    /// Load `model.*` and `lm_head.weight`.
+    ///
+    /// # Errors
+    /// Missing tensors or wrong shapes.
+    pub fn load(w: &mut Weights, c: &TextConfig, device: &B::Device) -> Result<Self, WeightsError> {
+        let (v, h) = (c.vocab_size, c.hidden_size);
+        let embed = tensor(w.take("model.embed_tokens.weight", &[v, h])?, device);
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| DecoderLayer::load(w, &format!("model.layers.{i}"), c, device))
+            .collect::<Result<_, _>>()?;
+        let norm = RmsNorm::load(w, "model.norm.weight", h, c.rms_norm_eps, device)?;
+        let lm_head = if c.tie_word_embeddings {
+            // Some tied checkpoints still store the head; it equals the embedding.
+            let _ = w.take("lm_head.weight", &[v, h]);
+            None
+        } else {
+            Some(load_linear(w, "lm_head", h, v, false, device)?)
+        };
+        Ok(TextModel {
+            embed_tokens: Param::from_tensor(embed),
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+
+    /// Export under HF names.
+    pub fn export(&self, out: &mut Weights) {
+        out.insert(
+            "model.embed_tokens.weight".into(),
+            host(self.embed_tokens.val()),
+        );
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.export(&format!("model.layers.{i}"), out);
+        }
+        self.norm.export("model.norm.weight", out);
+        if let Some(head) = &self.lm_head {
+            export_linear(head, "lm_head", out);
+        }
+    }
+
+    /// Embeddings of token ids `[batch, seq]`.
+    pub fn embed(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        burn::tensor::module::embedding(self.embed_tokens.val(), ids)
+    }
+
+    /// Number of layers (the cache's length).
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Final hidden states `[batch, seq, hidden]` of `embeds`, extending `cache` (one entry per
+    /// layer; empty entries start a sequence).
+    pub fn hidden(
+        &self,
+        embeds: Tensor<B, 3>,
+        rope: &RopeTables<B>,
+        cache: &mut [Option<LayerCache<B>>],
+    ) -> Tensor<B, 3> {
+        let mut x = embeds;
+        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
+            x = layer.forward(x, rope, c);
+        }
+        self.norm.forward(x)
+    }
+
+    /// Logits `[batch, seq, vocab]` of final hidden states.
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let [b, s, h] = hidden.dims();
+                let w = self.embed_tokens.val().transpose();
+                let v = w.dims()[1];
+                hidden.reshape([b * s, h]).matmul(w).reshape([b, s, v])
+            }
+        }
+    }
+}
