@@ -151,11 +151,7 @@ def train_tokenizer():
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
-    root = HERE.parent.parent
-    corpus = []
-    for pattern in ["*.md", "docs/*.md", "examples/**/*.py", "recipes/**/*.toml", "*/src/**/*.rs"]:
-        for f in sorted(root.glob(pattern)):
-            corpus.append(f.read_text(errors="ignore"))
+    corpus = tokenizer_corpus()
     trainer = trainers.BpeTrainer(
         vocab_size=1000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
@@ -167,14 +163,102 @@ def train_tokenizer():
     return tok
 
 
+def tokenizer_corpus():
+    """A fixed, generated corpus in the policy's domain: questions about drawn shapes, thinking,
+    Python that edits images, answers. The same on every run, so the tokenizer is too."""
+    import random
+
+    rng = random.Random(0)
+    colors = ["red", "green", "blue", "yellow", "black", "white", "orange", "purple", "gray"]
+    shapes = ["circle", "square", "triangle", "rectangle", "line", "point", "polygon", "bar"]
+    words = (
+        "the a an of to in is it that this with for on at by from as be are was which what how "
+        "many much where angle length distance centre center count measure draw mark box join "
+        "between largest smallest image picture figure chart value axis label point points "
+        "answer question think step first then next finally so therefore because we need to "
+        "find compute the result is approximately degrees pixels units left right top bottom "
+        "above below inside outside segment line through parallel perpendicular radius area "
+        "triangle quadrilateral hexagon pentagon diagonal vertex vertices edge edges side sides "
+        "height width diameter circumference perimeter volume ratio proportion percent total sum "
+        "difference product quotient average mean median maximum minimum greater less equal "
+        "horizontal vertical slope intercept coordinate coordinates origin grid cell row column "
+        "table legend title scale tick bars pie slice sector arc chord tangent secant bisector "
+        "median altitude midpoint intersection symmetric reflection rotation translation shift "
+        "color colour shade dark light bright pale solid dashed dotted thick thin small large "
+        "tiny huge short long wide narrow near far close closest farthest nearest every each "
+        "both either neither none some all only also not but or and if then when while until "
+        "after before during since there here these those they them their its our your my "
+        "has have had do does did can could should would will shall may might must let us "
+        "given known unknown shown labelled labeled marked drawn highlighted selected output "
+        "sandbox code python numpy pillow array pixel pixels channel mask threshold contour "
+        "detect locate crop zoom rotate resize enhance filter edit save open load print show "
+        "correct wrong true false yes no one two three four five six seven eight nine ten "
+        "hundred thousand half quarter third double twice once again more most fewer fewest"
+    ).split()
+    code = [
+        "from PIL import Image, ImageDraw", "import numpy as np", "import math",
+        "img = Image.open(image_path).convert('RGB')", "draw = ImageDraw.Draw(img)",
+        "arr = np.array(img)", "mask = (arr[:, :, 0] > 200) & (arr[:, :, 1] < 60)",
+        "ys, xs = np.nonzero(mask)", "print(xs.mean(), ys.mean())",
+        "draw.line([(x0, y0), (x1, y1)], fill=(255, 0, 0), width=2)",
+        "draw.rectangle([left, top, right, bottom], outline=(0, 0, 255), width=3)",
+        "draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline='green')",
+        "img.save(os.path.join(output_dir, 'edited.png'))", "print(len(contours))",
+        "angle = math.degrees(math.atan2(dy, dx))", "d = math.hypot(x1 - x0, y1 - y0)",
+        "for i in range(len(points)):", "    x, y = points[i]", "if count > 0:", "else:",
+    ]
+    tags = ["<think>", "</think>", "<code>", "</code>", "<sandbox_output>", "</sandbox_output>",
+            "<answer>", "</answer>", "\\boxed{", "}"]
+    corpus = []
+    for _ in range(3000):
+        n = rng.randint(1, 40)
+        sentence = " ".join(rng.choice(words) for _ in range(rng.randint(4, 14)))
+        thing = f"the {rng.choice(colors)} {rng.choice(shapes)}"
+        number = f"{rng.randint(0, 999)}" if rng.random() < 0.5 else f"{rng.uniform(0, 360):.1f}"
+        block = "\n".join(rng.sample(code, rng.randint(2, 6)))
+        tag = rng.choice(tags)
+        corpus.append(
+            f"{sentence.capitalize()} {thing}? {tag}There are {n} {rng.choice(shapes)}s; "
+            f"{thing} is at ({rng.randint(0, 223)}, {rng.randint(0, 223)}). {number}\n"
+            f"<code>\n{block}\n</code>\n"
+        )
+    return corpus
+
+
 def config_fixture():
     """tiny/: config.json, model.safetensors, tokenizer.json."""
     out = FIXTURES / "tiny"
     model = tiny_model()
     model.save_pretrained(out)
-    train_tokenizer().save(str(out / "tokenizer.json"))
+    tok = train_tokenizer()
+    tok.save(str(out / "tokenizer.json"))
+    # The embedded default (random weights from a seed on the Rust side) is the same config
+    # and tokenizer.
+    assets = HERE.parent / "assets" / "tiny"
+    assets.mkdir(parents=True, exist_ok=True)
+    (assets / "config.json").write_text((out / "config.json").read_text())
+    tok.save(str(assets / "tokenizer.json"))
+    tokenizer_fixture(tok)
     print("tiny model:", out)
     return model
+
+
+def tokenizer_fixture(tok):
+    """Strings (plain, code, unicode, a rendered chat with special tokens) and their ids."""
+    import json
+
+    chat = (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|image_pad|><|image_pad|><|vision_end|>What is the angle at B?"
+        "<|im_end|>\n<|im_start|>assistant\n"
+    )
+    texts = [
+        "Hello world", "  leading spaces and\ttabs\n\nnew lines",
+        "<code>\nimport numpy as np\nprint(np.arange(12).sum())\n</code>",
+        "naïve café — 3.14159 × 2 = 6.28", chat,
+    ]
+    cases = [{"text": t, "ids": tok.encode(t, add_special_tokens=False).ids} for t in texts]
+    (FIXTURES / "tokenizer_cases.json").write_text(json.dumps(cases, ensure_ascii=False, indent=1))
 
 
 def parity_inputs(cfg):

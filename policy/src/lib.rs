@@ -3,11 +3,13 @@
 //! weights loaded from and saved to HF-layout safetensors.
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod config;
 pub mod model;
 pub mod positions;
 pub mod processor;
 pub mod resample;
+pub mod tokenizer;
 pub mod weights;
 
 pub use config::{ConfigError, ModelConfig, TextConfig, TokenIds, VisionConfig};
@@ -15,3 +17,5 @@ pub use positions::{PositionIds, Positions};
 pub use processor::{ImageError, PreparedImage, ProcessorConfig, prepare, smart_resize};
 pub use model::{ForwardError, ImageTokens, KvCache, Qwen25VL, Row, token_logprobs};
 pub use weights::{HostTensor, Weights, WeightsError};
+pub use checkpoint::{Checkpoint, CheckpointError};
+pub use tokenizer::{ChatTokenizer, Message, Part, Role};

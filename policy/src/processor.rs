@@ -95,6 +95,39 @@ impl ProcessorConfig {
         })
     }
 
+    /// The embedded tiny default's settings: the 7B's normalisation, images of at most
+    /// 224 × 224 pixels (64 image tokens).
+    pub fn tiny() -> ProcessorConfig {
+        ProcessorConfig {
+            min_pixels: 56 * 56,
+            max_pixels: 224 * 224,
+            ..ProcessorConfig::default()
+        }
+    }
+
+    /// `preprocessor_config.json` as transformers writes it for Qwen2.5-VL.
+    pub fn to_json(&self) -> String {
+        let value = serde_json::json!({
+            "image_processor_type": "Qwen2VLImageProcessor",
+            "processor_class": "Qwen2_5_VLProcessor",
+            "do_resize": true,
+            "do_rescale": true,
+            "do_normalize": true,
+            "do_convert_rgb": true,
+            "rescale_factor": 1.0 / 255.0,
+            "resample": 3,
+            "min_pixels": self.min_pixels,
+            "max_pixels": self.max_pixels,
+            "size": {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels},
+            "patch_size": self.patch_size,
+            "temporal_patch_size": self.temporal_patch_size,
+            "merge_size": self.merge_size,
+            "image_mean": self.image_mean,
+            "image_std": self.image_std,
+        });
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    }
+
     /// Side length every resized dimension is a multiple of (28).
     pub fn factor(&self) -> usize {
         self.patch_size * self.merge_size

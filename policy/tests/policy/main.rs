@@ -2,7 +2,9 @@
 //! (`policy/reference/make_fixtures.py`).
 
 mod config;
+mod checkpoint;
 mod fixtures;
 mod parity;
 mod positions;
 mod preprocess;
+mod tokenizer;
