@@ -34,23 +34,23 @@ pub enum CheckpointError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The weights.
-    #[error("{dir}: {source}")]
+    #[error("{dir}: {error}")]
     Weights {
         /// The checkpoint.
         dir: String,
         /// The error.
-        source: WeightsError,
+        error: WeightsError,
     },
     /// `tokenizer.json`.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     /// Other I/O.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The path.
         path: String,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -106,17 +106,17 @@ impl Checkpoint {
     pub fn load_dir(dir: &Path) -> Result<Checkpoint, CheckpointError> {
         let read = |name: &str| {
             let path = dir.join(name);
-            std::fs::read_to_string(&path).map_err(|source| CheckpointError::Io {
+            std::fs::read_to_string(&path).map_err(|error| CheckpointError::Io {
                 path: path.display().to_string(),
-                source,
+                error,
             })
         };
         let config_path = dir.join("config.json");
         let config_json = read("config.json")?;
         let config = ModelConfig::from_json(&config_json, &config_path.display().to_string())?;
-        let weights = Weights::load_dir(dir).map_err(|source| CheckpointError::Weights {
+        let weights = Weights::load_dir(dir).map_err(|error| CheckpointError::Weights {
             dir: dir.display().to_string(),
-            source,
+            error,
         })?;
         let tokenizer_json = read("tokenizer.json")?;
         let pre = dir.join("preprocessor_config.json");
@@ -149,9 +149,9 @@ impl Checkpoint {
     ) -> Result<(Qwen25VL<B>, ChatTokenizer, Vec<String>), CheckpointError> {
         let tokenizer = ChatTokenizer::from_json(&self.tokenizer_json, &self.config)?;
         let (model, unused) = Qwen25VL::from_weights(self.config, self.weights, device)
-            .map_err(|source| CheckpointError::Weights {
+            .map_err(|error| CheckpointError::Weights {
                 dir: self.source.clone(),
-                source,
+                error,
             })?;
         Ok((model, tokenizer, unused))
     }
@@ -172,7 +172,7 @@ pub fn save<B: Backend>(
 ) -> Result<(), CheckpointError> {
     let io = |path: &Path| {
         let path = path.display().to_string();
-        move |source| CheckpointError::Io { path, source }
+        move |error| CheckpointError::Io { path, error }
     };
     let name = dir
         .file_name()
@@ -204,9 +204,9 @@ pub fn save<B: Backend>(
     model
         .export()
         .save(&tmp)
-        .map_err(|source| CheckpointError::Weights {
+        .map_err(|error| CheckpointError::Weights {
             dir: tmp.display().to_string(),
-            source,
+            error,
         })?;
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(io(dir))?;

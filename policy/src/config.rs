@@ -13,12 +13,12 @@ pub const ARCHITECTURE: &str = "Qwen2_5_VLForConditionalGeneration";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: String,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The JSON does not parse or a field has the wrong type.
     #[error("{path}: {message}")]
@@ -252,9 +252,9 @@ impl ModelConfig {
     /// See [`ConfigError`]; every message names the file and, where there is one, the key.
     pub fn from_file(path: &Path) -> Result<ModelConfig, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
             path: p.clone(),
-            source,
+            error,
         })?;
         Self::from_json(&text, &p)
     }

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod generate;
 pub mod model;
 pub mod positions;
 pub mod processor;

@@ -22,12 +22,12 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: String,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A safetensors file or the index is malformed.
     #[error("{path}: {message}")]
@@ -106,9 +106,9 @@ impl Weights {
 
     fn read_file(&mut self, file: &Path) -> Result<(), WeightsError> {
         let path = file.display().to_string();
-        let bytes = std::fs::read(file).map_err(|source| WeightsError::Io {
+        let bytes = std::fs::read(file).map_err(|error| WeightsError::Io {
             path: path.clone(),
-            source,
+            error,
         })?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| WeightsError::Format {
             path: path.clone(),
@@ -200,9 +200,9 @@ impl Weights {
     /// I/O failures.
     pub fn save(&self, dir: &Path) -> Result<(), WeightsError> {
         let path = dir.join(SINGLE_FILE);
-        let io = |source| WeightsError::Io {
+        let io = |error| WeightsError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         };
         let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = self
             .tensors
@@ -249,9 +249,9 @@ fn canonical_name(name: &str) -> String {
 
 fn shard_files(index: &Path) -> Result<Vec<String>, WeightsError> {
     let path = index.display().to_string();
-    let text = std::fs::read_to_string(index).map_err(|source| WeightsError::Io {
+    let text = std::fs::read_to_string(index).map_err(|error| WeightsError::Io {
         path: path.clone(),
-        source,
+        error,
     })?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| WeightsError::Format {

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod recipe;
+mod generate_cmd;
 mod reward_cmd;
 mod sandbox_cmd;
 
@@ -30,6 +31,11 @@ enum Command {
     },
     /// Score one completion with a recipe's reward parts and print each part as JSON.
     Reward(reward_cmd::RewardArgs),
+    /// Greedy generation from a checkpoint: prints the text; optionally writes the prompt's
+    /// logits to a safetensors file.
+    Generate(generate_cmd::GenerateArgs),
+    /// Write a checkpoint (e.g. the embedded default with random weights) as an HF directory.
+    Export(generate_cmd::ExportArgs),
 }
 
 /// Run the command line with `registry`'s reward parts; the process's exit code.
@@ -38,6 +44,8 @@ pub fn main_with(registry: reward::Registry) -> ExitCode {
     let result = match cli.command {
         Command::Sandbox { command } => sandbox_cmd::run(command),
         Command::Reward(args) => reward_cmd::run(&args, &registry),
+        Command::Generate(args) => generate_cmd::run(&args),
+        Command::Export(args) => generate_cmd::export(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
