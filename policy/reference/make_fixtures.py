@@ -39,7 +39,7 @@ def ensure_venv():
     check = subprocess.run([str(py), "-c", "import torch, transformers, PIL, safetensors"], capture_output=True)
     if check.returncode != 0:
         subprocess.check_call([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *PACKAGES])
-    os.execv(str(py), [str(py), __file__, *sys.argv[1:]])
+    os.execv(str(py), [str(py), os.path.abspath(sys.argv[0]), *sys.argv[1:]])
 
 
 def test_images():

@@ -148,10 +148,12 @@ impl Checkpoint {
         device: &B::Device,
     ) -> Result<(Qwen25VL<B>, ChatTokenizer, Vec<String>), CheckpointError> {
         let tokenizer = ChatTokenizer::from_json(&self.tokenizer_json, &self.config)?;
-        let (model, unused) = Qwen25VL::from_weights(self.config, self.weights, device)
-            .map_err(|error| CheckpointError::Weights {
-                dir: self.source.clone(),
-                error,
+        let (model, unused) =
+            Qwen25VL::from_weights(self.config, self.weights, device).map_err(|error| {
+                CheckpointError::Weights {
+                    dir: self.source.clone(),
+                    error,
+                }
             })?;
         Ok((model, tokenizer, unused))
     }
@@ -235,7 +237,12 @@ fn tiny_seed(spec: &str) -> Result<Option<u64>, CheckpointError> {
 /// `HF_HUB_OFFLINE` set to a true value.
 fn offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
         .unwrap_or(false)
 }
 

@@ -1,8 +1,8 @@
 //! Greedy generation over the KV cache: the prompt once, then one token per step — what
 //! `trainer generate` and the decode benchmark run.
 
-use burn::tensor::{ElementConversion, Tensor};
 use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Tensor};
 
 use crate::model::{ForwardError, KvCache, Qwen25VL, Row};
 

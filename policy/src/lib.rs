@@ -13,10 +13,10 @@ pub mod resample;
 pub mod tokenizer;
 pub mod weights;
 
+pub use checkpoint::{Checkpoint, CheckpointError};
 pub use config::{ConfigError, ModelConfig, TextConfig, TokenIds, VisionConfig};
+pub use model::{ForwardError, ImageTokens, KvCache, Qwen25VL, Row, token_logprobs};
 pub use positions::{PositionIds, Positions};
 pub use processor::{ImageError, PreparedImage, ProcessorConfig, prepare, smart_resize};
-pub use model::{ForwardError, ImageTokens, KvCache, Qwen25VL, Row, token_logprobs};
-pub use weights::{HostTensor, Weights, WeightsError};
-pub use checkpoint::{Checkpoint, CheckpointError};
 pub use tokenizer::{ChatTokenizer, Message, Part, Role};
+pub use weights::{HostTensor, Weights, WeightsError};

@@ -202,7 +202,10 @@ impl ChatTokenizer {
     /// `<|vision_start|>` + the image's `<|image_pad|>` tokens + `<|vision_end|>`.
     pub fn image_placeholder(&self, grid: [usize; 3]) -> String {
         let n = grid[0] * grid[1] * grid[2] / (self.merge * self.merge);
-        format!("<|vision_start|>{}<|vision_end|>", "<|image_pad|>".repeat(n))
+        format!(
+            "<|vision_start|>{}<|vision_end|>",
+            "<|image_pad|>".repeat(n)
+        )
     }
 
     /// Ids of a conversation through the template.

@@ -308,7 +308,11 @@ fn to_f32(view: &TensorView<'_>) -> Result<Vec<f32>, String> {
 pub fn parameter_specs(config: &ModelConfig) -> Vec<(String, Vec<usize>, Init)> {
     let mut specs = Vec::new();
     let mut linear = |prefix: String, out_dim: usize, in_dim: usize, bias: bool| {
-        specs.push((format!("{prefix}.weight"), vec![out_dim, in_dim], Init::Normal));
+        specs.push((
+            format!("{prefix}.weight"),
+            vec![out_dim, in_dim],
+            Init::Normal,
+        ));
         if bias {
             specs.push((format!("{prefix}.bias"), vec![out_dim], Init::Zeros));
         }
@@ -325,15 +329,40 @@ pub fn parameter_specs(config: &ModelConfig) -> Vec<(String, Vec<usize>, Init)> 
     }
     let merged = vh * v.spatial_merge_size * v.spatial_merge_size;
     linear("visual.merger.mlp.0".into(), merged, merged, true);
-    linear("visual.merger.mlp.2".into(), v.out_hidden_size, merged, true);
+    linear(
+        "visual.merger.mlp.2".into(),
+        v.out_hidden_size,
+        merged,
+        true,
+    );
     let t = &config.text;
     let (h, hd) = (t.hidden_size, t.head_dim());
     for i in 0..t.num_hidden_layers {
         let p = format!("model.layers.{i}");
-        linear(format!("{p}.self_attn.q_proj"), t.num_attention_heads * hd, h, true);
-        linear(format!("{p}.self_attn.k_proj"), t.num_key_value_heads * hd, h, true);
-        linear(format!("{p}.self_attn.v_proj"), t.num_key_value_heads * hd, h, true);
-        linear(format!("{p}.self_attn.o_proj"), h, t.num_attention_heads * hd, false);
+        linear(
+            format!("{p}.self_attn.q_proj"),
+            t.num_attention_heads * hd,
+            h,
+            true,
+        );
+        linear(
+            format!("{p}.self_attn.k_proj"),
+            t.num_key_value_heads * hd,
+            h,
+            true,
+        );
+        linear(
+            format!("{p}.self_attn.v_proj"),
+            t.num_key_value_heads * hd,
+            h,
+            true,
+        );
+        linear(
+            format!("{p}.self_attn.o_proj"),
+            h,
+            t.num_attention_heads * hd,
+            false,
+        );
         linear(format!("{p}.mlp.gate_proj"), t.intermediate_size, h, false);
         linear(format!("{p}.mlp.up_proj"), t.intermediate_size, h, false);
         linear(format!("{p}.mlp.down_proj"), h, t.intermediate_size, false);
@@ -343,7 +372,13 @@ pub fn parameter_specs(config: &ModelConfig) -> Vec<(String, Vec<usize>, Init)> 
     }
     specs.push((
         "visual.patch_embed.proj.weight".into(),
-        vec![vh, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size],
+        vec![
+            vh,
+            v.in_channels,
+            v.temporal_patch_size,
+            v.patch_size,
+            v.patch_size,
+        ],
         Init::Normal,
     ));
     specs.push((
@@ -359,7 +394,10 @@ pub fn parameter_specs(config: &ModelConfig) -> Vec<(String, Vec<usize>, Init)> 
     norm("visual.merger.ln_q.weight".into(), vh);
     for i in 0..t.num_hidden_layers {
         norm(format!("model.layers.{i}.input_layernorm.weight"), h);
-        norm(format!("model.layers.{i}.post_attention_layernorm.weight"), h);
+        norm(
+            format!("model.layers.{i}.post_attention_layernorm.weight"),
+            h,
+        );
     }
     norm("model.norm.weight".into(), h);
     specs

@@ -31,6 +31,10 @@ pub struct GenerateArgs {
     /// Use the prompt as the whole input, without the chat template.
     #[arg(long)]
     raw: bool,
+    /// `cpu` (burn's flex backend) or `cuda` (a build with `--features cuda` and an NVIDIA
+    /// driver).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// Arguments of `trainer export`.
@@ -59,9 +63,16 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Run it on the CPU backend.
+/// Run it on the backend `--device` names.
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    generate::<burn::backend::Flex>(args, &Default::default())
+    match args.device.as_str() {
+        "cpu" => generate::<burn::backend::Flex>(args, &Default::default()),
+        #[cfg(feature = "cuda")]
+        "cuda" => generate::<burn::backend::Cuda>(args, &Default::default()),
+        #[cfg(not(feature = "cuda"))]
+        "cuda" => anyhow::bail!("--device cuda: this trainer was built without `--features cuda`"),
+        other => anyhow::bail!("--device {other:?}: expected cpu or cuda"),
+    }
 }
 
 fn generate<B: Backend>(args: &GenerateArgs, device: &B::Device) -> Result<()> {
@@ -70,7 +81,11 @@ fn generate<B: Backend>(args: &GenerateArgs, device: &B::Device) -> Result<()> {
     let stop: Vec<u32> = ckpt.config.tokens.eos.clone();
     let (model, tokenizer, unused) = ckpt.build::<B>(device)?;
     if !unused.is_empty() {
-        eprintln!("note: {} checkpoint tensors unused: {}", unused.len(), unused.join(", "));
+        eprintln!(
+            "note: {} checkpoint tensors unused: {}",
+            unused.len(),
+            unused.join(", ")
+        );
     }
     let mut images = Vec::new();
     let mut parts = Vec::new();
@@ -89,14 +104,28 @@ fn generate<B: Backend>(args: &GenerateArgs, device: &B::Device) -> Result<()> {
         anyhow::ensure!(images.is_empty(), "--raw takes no --image");
         tokenizer.encode(&args.prompt)?
     } else {
-        tokenizer.chat(&[Message { role: Role::User, parts }], true)?
+        tokenizer.chat(
+            &[Message {
+                role: Role::User,
+                parts,
+            }],
+            true,
+        )?
     };
     anyhow::ensure!(!tokens.is_empty(), "the prompt has no tokens");
     let prompt_len = tokens.len();
     let mut stop = stop;
     stop.push(tokenizer.special().im_end);
     let started = Instant::now();
-    let out = greedy(&model, Row { tokens: tokens.clone(), images }, args.max_new_tokens, &stop)?;
+    let out = greedy(
+        &model,
+        Row {
+            tokens: tokens.clone(),
+            images,
+        },
+        args.max_new_tokens,
+        &stop,
+    )?;
     let seconds = started.elapsed().as_secs_f64();
     if let Some(path) = &args.dump_logits {
         dump(path, &tokens, out.prompt_logits.clone())?;
@@ -107,7 +136,11 @@ fn generate<B: Backend>(args: &GenerateArgs, device: &B::Device) -> Result<()> {
     eprintln!(
         "{prompt_len} prompt tokens, {} generated ({}) in {seconds:.2}s",
         out.tokens.len(),
-        if out.stopped { "stop token" } else { "length limit" },
+        if out.stopped {
+            "stop token"
+        } else {
+            "length limit"
+        },
     );
     Ok(())
 }
@@ -123,10 +156,19 @@ fn dump<B: Backend>(path: &Path, ids: &[u32], logits: burn::tensor::Tensor<B, 3>
         .into_vec::<f32>()
         .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
     let logit_bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let id_bytes: Vec<u8> = ids.iter().flat_map(|&i| i64::from(i).to_le_bytes()).collect();
+    let id_bytes: Vec<u8> = ids
+        .iter()
+        .flat_map(|&i| i64::from(i).to_le_bytes())
+        .collect();
     let tensors = vec![
-        ("logits", TensorView::new(Dtype::F32, vec![seq, vocab], &logit_bytes)?),
-        ("input_ids", TensorView::new(Dtype::I64, vec![seq], &id_bytes)?),
+        (
+            "logits",
+            TensorView::new(Dtype::F32, vec![seq, vocab], &logit_bytes)?,
+        ),
+        (
+            "input_ids",
+            TensorView::new(Dtype::I64, vec![seq], &id_bytes)?,
+        ),
     ];
     let tmp = path.with_extension("partial");
     safetensors::serialize_to_file(tensors, None, &tmp)?;

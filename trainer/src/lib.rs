@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub mod recipe;
 mod generate_cmd;
+pub mod recipe;
 mod reward_cmd;
 mod sandbox_cmd;
 

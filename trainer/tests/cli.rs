@@ -215,3 +215,79 @@ fn a_bad_recipe_names_the_file_line_and_key() {
     let err = reward_error("[policy]\nmodel = \"tiny\"\n");
     assert!(err.contains("no [rewards] section"), "{err}");
 }
+
+/// `trainer generate` on the committed tiny model and on the same model exported and loaded
+/// back: the same text and the same dumped logits.
+#[test]
+fn generate_on_the_committed_and_a_saved_and_reloaded_tiny_model() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let saved = tmp.path().join("saved");
+    let out = trainer()
+        .args(["export", "--model", "policy/tests/fixtures/tiny", "--out"])
+        .arg(&saved)
+        .output()
+        .expect("trainer runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let generate = |model: &std::path::Path, dump: &std::path::Path| {
+        let out = trainer()
+            .args(["generate", "--model"])
+            .arg(model)
+            .args(["--prompt", "How many circles?", "--max-new-tokens", "12"])
+            .args([
+                "--image",
+                "policy/tests/fixtures/parity_150x90.png",
+                "--dump-logits",
+            ])
+            .arg(dump)
+            .output()
+            .expect("trainer runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(stderr.contains("12 generated"), "{stderr}");
+        (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            std::fs::read(dump).expect("dump"),
+        )
+    };
+    let committed =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy/tests/fixtures/tiny");
+    let (text_a, dump_a) = generate(&committed, &tmp.path().join("a.safetensors"));
+    let (text_b, dump_b) = generate(&saved, &tmp.path().join("b.safetensors"));
+    assert!(!text_a.trim().is_empty());
+    assert_eq!(text_a, text_b);
+    assert_eq!(dump_a, dump_b);
+    let st = safetensors::SafeTensors::deserialize(&dump_a).expect("safetensors");
+    let ids = st.tensor("input_ids").expect("ids");
+    let logits = st.tensor("logits").expect("logits");
+    assert_eq!(logits.shape(), [ids.shape()[0], 1024]);
+    // 15 image tokens for the 150x90 image (grid 1x6x10, merged 2x2) are in the prompt.
+    let image_pads = ids
+        .data()
+        .chunks_exact(8)
+        .filter(|b| i64::from_le_bytes((*b).try_into().expect("8")) == 1002)
+        .count();
+    assert_eq!(image_pads, 15);
+}
+
+#[test]
+fn generate_with_a_model_that_is_not_there_is_a_one_line_error() {
+    for model in ["no/such-dir/here", "tiny:minus-one"] {
+        let out = trainer()
+            .args(["generate", "--model", model, "--prompt", "hi"])
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .expect("trainer runs");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+    }
+}

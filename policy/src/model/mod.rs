@@ -41,6 +41,9 @@ pub enum ForwardError {
         /// What is wrong.
         reason: String,
     },
+    /// No tokens to feed.
+    #[error("no tokens to feed")]
+    Empty,
     /// A token id is outside the vocabulary.
     #[error("token id {0} is outside the vocabulary of {1}")]
     Token(u32, usize),
@@ -228,6 +231,9 @@ impl<B: Backend> Qwen25VL<B> {
             });
         }
         let seq = rows.first().map_or(0, |r| r.tokens.len());
+        if seq == 0 {
+            return Err(ForwardError::Empty);
+        }
         if let Some(r) = rows.iter().find(|r| r.tokens.len() != seq) {
             return Err(ForwardError::Ragged(seq, r.tokens.len()));
         }
@@ -319,7 +325,10 @@ impl<B: Backend> Qwen25VL<B> {
 }
 
 /// Log-probabilities `[rows, seq]` of `targets` under `logits` `[rows, seq, vocab]`.
-pub fn token_logprobs<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+pub fn token_logprobs<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+) -> Tensor<B, 2> {
     log_softmax(logits, 2)
         .gather(2, targets.unsqueeze_dim(2))
         .squeeze_dim(2)

@@ -186,7 +186,14 @@ impl<B: Backend> DecoderLayer<B> {
         let (h, eps) = (c.hidden_size, c.rms_norm_eps);
         Ok(DecoderLayer {
             self_attn: Attention::load(w, &format!("{p}.self_attn"), c, device)?,
-            mlp: Mlp::load(w, &format!("{p}.mlp"), h, c.intermediate_size, false, device)?,
+            mlp: Mlp::load(
+                w,
+                &format!("{p}.mlp"),
+                h,
+                c.intermediate_size,
+                false,
+                device,
+            )?,
             input_layernorm: RmsNorm::load(
                 w,
                 &format!("{p}.input_layernorm.weight"),

@@ -116,9 +116,19 @@ impl<B: Backend> VisionTower<B> {
     ///
     /// # Errors
     /// Missing tensors or wrong shapes.
-    pub fn load(w: &mut Weights, c: &VisionConfig, device: &B::Device) -> Result<Self, WeightsError> {
+    pub fn load(
+        w: &mut Weights,
+        c: &VisionConfig,
+        device: &B::Device,
+    ) -> Result<Self, WeightsError> {
         let h = c.hidden_size;
-        let kernel = [h, c.in_channels, c.temporal_patch_size, c.patch_size, c.patch_size];
+        let kernel = [
+            h,
+            c.in_channels,
+            c.temporal_patch_size,
+            c.patch_size,
+            c.patch_size,
+        ];
         let conv = w.take("visual.patch_embed.proj.weight", &kernel)?;
         let flat = HostTensor {
             shape: vec![h, conv.data.len() / h],
@@ -200,10 +210,7 @@ impl<B: Backend> VisionTower<B> {
             };
             x = block.forward(x, &cos, &sin, segments);
         }
-        let merged = self
-            .merger_norm
-            .forward(x)
-            .reshape([n / unit, unit * h]);
+        let merged = self.merger_norm.forward(x).reshape([n / unit, unit * h]);
         let merged = self
             .merger_fc2
             .forward(gelu(self.merger_fc1.forward(merged)));

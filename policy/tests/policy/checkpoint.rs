@@ -103,3 +103,67 @@ fn a_checkpoint_missing_a_tensor_names_it() {
         .expect_err("missing");
     assert!(err.to_string().contains("model.norm.weight"), "{err}");
 }
+
+/// bf16 shards named by `model.safetensors.index.json`, some tensors under transformers 5's
+/// in-memory names, load as the f32 values of those bf16 numbers under the checkpoint names.
+#[test]
+fn sharded_bf16_checkpoint_with_either_name_layout_loads() {
+    use safetensors::{Dtype, tensor::TensorView};
+    let src = Checkpoint::load(&format!("{DIR}/tiny")).expect("fixture");
+    let out = tempfile::tempdir().expect("tmp");
+    let names: Vec<String> = src.weights.names().map(str::to_string).collect();
+    let mut shards: [Vec<(String, Vec<u8>, Vec<usize>)>; 2] = [Vec::new(), Vec::new()];
+    let mut map = serde_json::Map::new();
+    for (i, name) in names.iter().enumerate() {
+        let t = src.weights.get(name).expect("tensor");
+        let bytes: Vec<u8> = t
+            .data
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect();
+        let stored = match name.strip_prefix("model.") {
+            Some(rest) if i % 3 == 0 => format!("model.language_model.{rest}"),
+            _ => match name.strip_prefix("visual.") {
+                Some(rest) if i % 3 == 0 => format!("model.visual.{rest}"),
+                _ => name.clone(),
+            },
+        };
+        let file = format!("model-0000{}-of-00002.safetensors", i % 2 + 1);
+        map.insert(stored.clone(), file.into());
+        shards[i % 2].push((stored, bytes, t.shape.clone()));
+    }
+    for (k, shard) in shards.iter().enumerate() {
+        let views: Vec<(String, TensorView<'_>)> = shard
+            .iter()
+            .map(|(n, b, s)| {
+                (
+                    n.clone(),
+                    TensorView::new(Dtype::BF16, s.clone(), b).expect("view"),
+                )
+            })
+            .collect();
+        let path = out
+            .path()
+            .join(format!("model-0000{}-of-00002.safetensors", k + 1));
+        safetensors::serialize_to_file(views, None, &path).expect("write shard");
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(
+        out.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .expect("index");
+    let loaded = policy::Weights::load_dir(out.path()).expect("load shards");
+    assert_eq!(loaded.len(), names.len());
+    for name in &names {
+        let want: Vec<f32> = src
+            .weights
+            .get(name)
+            .expect("src")
+            .data
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_f32())
+            .collect();
+        assert_eq!(loaded.get(name).expect(name).data, want, "{name}");
+    }
+}

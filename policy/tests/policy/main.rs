@@ -1,8 +1,8 @@
 //! The policy crate's integration tests against fixtures made by transformers
 //! (`policy/reference/make_fixtures.py`).
 
-mod config;
 mod checkpoint;
+mod config;
 mod fixtures;
 mod parity;
 mod positions;

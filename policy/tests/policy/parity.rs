@@ -72,7 +72,10 @@ fn values(t: Tensor<B, 3>) -> Vec<f32> {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn argmax_last(logits: Tensor<B, 3>) -> u32 {
@@ -122,7 +125,10 @@ fn check_prompt(name: &str) {
     for (i, step) in step_logits.iter().enumerate().take(15) {
         let pos = p.ids.len() + i;
         let diff = max_diff(step, &full[pos * vocab..(pos + 1) * vocab]);
-        assert!(diff <= CACHE_TOL, "{name}: step {i}: cache vs full {diff:e}");
+        assert!(
+            diff <= CACHE_TOL,
+            "{name}: step {i}: cache vs full {diff:e}"
+        );
     }
 }
 
@@ -173,7 +179,9 @@ fn image_spliced_into_a_cached_sequence_equals_the_full_forward() {
     let mut cache = model.new_cache(1);
     let mut pieces = Vec::new();
     pieces.push(values(
-        model.forward(&[Row::text(head.clone())], &mut cache).expect("head"),
+        model
+            .forward(&[Row::text(head.clone())], &mut cache)
+            .expect("head"),
     ));
     let mid = Row {
         tokens: spliced.clone(),
@@ -182,7 +190,9 @@ fn image_spliced_into_a_cached_sequence_equals_the_full_forward() {
     pieces.push(values(model.forward(&[mid], &mut cache).expect("image")));
     for &t in &tail {
         pieces.push(values(
-            model.forward(&[Row::text(vec![t])], &mut cache).expect("tail"),
+            model
+                .forward(&[Row::text(vec![t])], &mut cache)
+                .expect("tail"),
         ));
     }
     let incremental: Vec<f32> = pieces.concat();
@@ -246,7 +256,11 @@ fn saved_model_reloads_to_the_same_logits() {
     .expect("model");
     assert!(unused.is_empty());
     let p = prompt("image");
-    let a = values(model.forward_full(&[row(&model, &p, p.ids.clone())]).expect("a"));
+    let a = values(
+        model
+            .forward_full(&[row(&model, &p, p.ids.clone())])
+            .expect("a"),
+    );
     let b = values(
         reloaded
             .forward_full(&[row(&reloaded, &p, p.ids.clone())])
@@ -268,5 +282,16 @@ fn malformed_input_is_an_error_not_a_panic() {
         .forward(&[Row::text(vec![1, image_id, image_id])], &mut cache)
         .expect_err("no image");
     assert!(err.to_string().contains("no image"), "{err}");
-    assert!(cache.is_empty(), "a refused input must leave the cache as it was");
+    let err = model
+        .forward(&[Row::text(vec![])], &mut cache)
+        .expect_err("empty");
+    assert_eq!(err, policy::ForwardError::Empty);
+    let err = model
+        .forward(&[Row::text(vec![1]), Row::text(vec![2])], &mut cache)
+        .expect_err("two rows for a one-row cache");
+    assert!(err.to_string().contains("1 rows"), "{err}");
+    assert!(
+        cache.is_empty(),
+        "a refused input must leave the cache as it was"
+    );
 }

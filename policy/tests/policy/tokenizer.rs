@@ -37,7 +37,10 @@ fn chat_template_is_qwens_with_image_pads_per_grid() {
     let tok = tokenizer();
     let messages = [Message {
         role: Role::User,
-        parts: vec![Part::Image([1, 4, 6]), Part::Text("What is the angle at B?".into())],
+        parts: vec![
+            Part::Image([1, 4, 6]),
+            Part::Text("What is the angle at B?".into()),
+        ],
     }];
     let text = tok.render(&messages, true);
     let pads = "<|image_pad|>".repeat(6);
