@@ -49,7 +49,12 @@ fn decode_rate() -> f64 {
     median((0..3).map(|_| run()).collect())
 }
 
+/// Training tokens/s, and the median seconds of forward, backward and the AdamW step.
 fn train_rate() -> f64 {
+    train_phases().0
+}
+
+fn train_phases() -> (f64, [f64; 3]) {
     type B = Autodiff<Flex>;
     let mut model = tiny::<B>();
     let mut optim = AdamWConfig::new().init::<B, Qwen25VL<B>>();
@@ -65,6 +70,7 @@ fn train_rate() -> f64 {
         .map(|r| Row::text(r[..SEQ - 1].to_vec()))
         .collect();
     let mut rates = Vec::new();
+    let mut phases: [Vec<f64>; 3] = Default::default();
     for step in 0..=STEPS {
         let start = Instant::now();
         let logits = model.forward_full(&rows).expect("forward");
@@ -73,17 +79,42 @@ fn train_rate() -> f64 {
             &Default::default(),
         );
         let loss = token_logprobs(logits, targets).mean().neg();
+        let _ = loss.clone().into_scalar();
+        let forward = start.elapsed().as_secs_f64();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let backward = start.elapsed().as_secs_f64() - forward;
         model = optim.step(1e-4, model, grads);
+        let total = start.elapsed().as_secs_f64();
         if step > 0 {
-            rates.push((BATCH * (SEQ - 1)) as f64 / start.elapsed().as_secs_f64());
+            rates.push((BATCH * (SEQ - 1)) as f64 / total);
+            for (v, x) in phases
+                .iter_mut()
+                .zip([forward, backward, total - forward - backward])
+            {
+                v.push(x);
+            }
         }
     }
-    median(rates)
+    (median(rates), phases.map(median))
 }
 
 fn main() {
     let threads = rayon::current_num_threads();
+    // `-- train` / `-- decode`: only that side of burn, for profiling.
+    match std::env::args().nth(1).as_deref() {
+        Some("train") => {
+            let (rate, [f, b, o]) = train_phases();
+            let ms = |x: f64| x * 1e3;
+            return println!(
+                "burn train {rate:.0} tok/s; per step forward {:.1} ms, backward {:.1} ms, AdamW {:.1} ms",
+                ms(f),
+                ms(b),
+                ms(o)
+            );
+        }
+        Some("decode") => return println!("burn decode {:.0} tok/s", decode_rate()),
+        _ => {}
+    }
     let ours_decode = decode_rate();
     let ours_train = train_rate();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/reference/bench_torch.py");

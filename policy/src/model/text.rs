@@ -54,10 +54,10 @@ impl MRope {
         let mut cos = Vec::with_capacity(rows.len() * seq * half * 2);
         let mut sin = Vec::with_capacity(cos.capacity());
         for row in rows {
-            let axes = [&row.t, &row.h, &row.w];
-            for j in 0..seq {
+            for ((&t, &h), &w) in row.t.iter().zip(&row.h).zip(&row.w) {
+                let position = [t, h, w];
                 let angles: Vec<f32> = (0..half)
-                    .map(|k| axes[self.axis[k]][j] as f32 * self.inv_freq[k])
+                    .map(|k| position[self.axis[k]] as f32 * self.inv_freq[k])
                     .collect();
                 for _ in 0..2 {
                     cos.extend(angles.iter().map(|a| a.cos()));

@@ -112,7 +112,8 @@ fn sharded_bf16_checkpoint_with_either_name_layout_loads() {
     let src = Checkpoint::load(&format!("{DIR}/tiny")).expect("fixture");
     let out = tempfile::tempdir().expect("tmp");
     let names: Vec<String> = src.weights.names().map(str::to_string).collect();
-    let mut shards: [Vec<(String, Vec<u8>, Vec<usize>)>; 2] = [Vec::new(), Vec::new()];
+    type Shard = Vec<(String, Vec<u8>, Vec<usize>)>;
+    let mut shards: [Shard; 2] = [Vec::new(), Vec::new()];
     let mut map = serde_json::Map::new();
     for (i, name) in names.iter().enumerate() {
         let t = src.weights.get(name).expect("tensor");
