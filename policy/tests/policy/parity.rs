@@ -2,7 +2,8 @@
 //! prompt, 16 greedy tokens, KV-cache decoding equal to the full forward, save and reload.
 
 use burn::backend::Flex;
-use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Tensor};
 use policy::config::ModelConfig;
 use policy::processor::PreparedImage;
 use policy::{KvCache, Qwen25VL, Row, Weights};
@@ -16,11 +17,14 @@ const LOGIT_TOL: f32 = 1e-4;
 const CACHE_TOL: f32 = 1e-5;
 
 fn tiny() -> Qwen25VL<B> {
+    tiny_on::<B>(&Default::default())
+}
+
+fn tiny_on<T: Backend>(device: &T::Device) -> Qwen25VL<T> {
     let dir = std::path::Path::new(DIR).join("tiny");
     let config = ModelConfig::from_file(&dir.join("config.json")).expect("config");
     let weights = Weights::load_dir(&dir).expect("weights");
-    let (model, unused) =
-        Qwen25VL::from_weights(config, weights, &Default::default()).expect("model");
+    let (model, unused) = Qwen25VL::from_weights(config, weights, device).expect("model");
     assert!(unused.is_empty(), "unused tensors: {unused:?}");
     model
 }
@@ -59,15 +63,18 @@ fn prompt(name: &str) -> Prompt {
     }
 }
 
-fn row(model: &Qwen25VL<B>, p: &Prompt, tokens: Vec<u32>) -> Row<B> {
+fn row<T: Backend>(model: &Qwen25VL<T>, p: &Prompt, tokens: Vec<u32>) -> Row<T> {
     Row {
         tokens,
         images: p.image.iter().map(|i| model.encode_image(i)).collect(),
     }
 }
 
-fn values(t: Tensor<B, 3>) -> Vec<f32> {
-    t.into_data().into_vec::<f32>().expect("f32")
+fn values<T: Backend>(t: Tensor<T, 3>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32")
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -78,15 +85,15 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-fn argmax_last(logits: Tensor<B, 3>) -> u32 {
+fn argmax_last<T: Backend>(logits: Tensor<T, 3>) -> u32 {
     let [_, s, v] = logits.dims();
     let last = logits.slice([0..1, s - 1..s, 0..v]).reshape([v]);
-    last.argmax(0).into_scalar() as u32
+    last.argmax(0).into_scalar().elem::<i64>() as u32
 }
 
 /// Greedy decoding with the cache: the prompt once, then one token per step.
-fn greedy(model: &Qwen25VL<B>, p: &Prompt, steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
-    let mut cache: KvCache<B> = model.new_cache(1);
+fn greedy<T: Backend>(model: &Qwen25VL<T>, p: &Prompt, steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
+    let mut cache: KvCache<T> = model.new_cache(1);
     let mut logits = model
         .forward(&[row(model, p, p.ids.clone())], &mut cache)
         .expect("prompt");
@@ -104,7 +111,12 @@ fn greedy(model: &Qwen25VL<B>, p: &Prompt, steps: usize) -> (Vec<u32>, Vec<Vec<f
 }
 
 fn check_prompt(name: &str) {
-    let model = tiny();
+    check_prompt_on::<B>(name, &Default::default());
+}
+
+/// The parity checks on any backend (the CUDA tests below run them on a GPU).
+fn check_prompt_on<T: Backend>(name: &str, device: &T::Device) {
+    let model = tiny_on::<T>(device);
     let p = prompt(name);
     let full = model
         .forward_full(&[row(&model, &p, p.ids.clone())])
@@ -140,6 +152,23 @@ fn text_prompt_matches_transformers() {
 #[test]
 fn image_prompt_matches_transformers() {
     check_prompt("image");
+}
+
+/// `cargo test --release -p policy --features cuda --test policy cuda` on a machine with an
+/// NVIDIA driver.
+#[cfg(feature = "cuda")]
+mod on_cuda {
+    use burn::backend::Cuda;
+
+    #[test]
+    fn cuda_text_prompt_matches_transformers() {
+        super::check_prompt_on::<Cuda>("text", &Default::default());
+    }
+
+    #[test]
+    fn cuda_image_prompt_matches_transformers() {
+        super::check_prompt_on::<Cuda>("image", &Default::default());
+    }
 }
 
 #[test]
