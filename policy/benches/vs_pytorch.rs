@@ -14,6 +14,11 @@ use burn::tensor::{Int, Tensor, TensorData};
 use policy::generate::greedy;
 use policy::{Checkpoint, Qwen25VL, Row, token_logprobs};
 
+/// The allocator the `trainer` binary uses (it reuses freed pages; glibc maps and zeroes a
+/// fresh region for every large tensor).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PROMPT_LEN: usize = 32;
 const NEW_TOKENS: usize = 128;
 const BATCH: usize = 8;
