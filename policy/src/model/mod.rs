@@ -245,7 +245,7 @@ impl<B: Backend> Qwen25VL<B> {
             embeds.push(e);
             ids.push(p);
         }
-        let device = self.text_device();
+        let device = self.text.device();
         let rope = self.rope.tables::<B>(&ids, &device);
         let hidden = self
             .text
@@ -253,10 +253,6 @@ impl<B: Backend> Qwen25VL<B> {
         cache.positions = positions;
         cache.len += seq;
         Ok(hidden)
-    }
-
-    fn text_device(&self) -> B::Device {
-        self.devices().into_iter().next().unwrap_or_default()
     }
 
     /// A row's embeddings `[seq, hidden]` and position ids.
@@ -272,7 +268,7 @@ impl<B: Backend> Qwen25VL<B> {
         }
         let image_id = self.config.tokens.image;
         let merge = self.config.vision.spatial_merge_size;
-        let device = self.text_device();
+        let device = self.text.device();
         let mut parts: Vec<Tensor<B, 2>> = Vec::new();
         let mut ids = PositionIds::default();
         let mut images = row.images.iter().enumerate();

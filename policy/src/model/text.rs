@@ -291,6 +291,11 @@ impl<B: Backend> TextModel<B> {
         burn::tensor::module::embedding(self.embed_tokens.val(), ids)
     }
 
+    /// The device the weights live on.
+    pub fn device(&self) -> B::Device {
+        self.embed_tokens.device()
+    }
+
     /// Number of layers (the cache's length).
     pub fn num_layers(&self) -> usize {
         self.layers.len()

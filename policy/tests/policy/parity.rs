@@ -2,9 +2,10 @@
 //! prompt, 16 greedy tokens, KV-cache decoding equal to the full forward, save and reload.
 
 use burn::backend::Flex;
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Tensor};
 use policy::config::ModelConfig;
+use policy::generate::argmax_last;
 use policy::processor::PreparedImage;
 use policy::{KvCache, Qwen25VL, Row, Weights};
 use safetensors::SafeTensors;
@@ -83,12 +84,6 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
-}
-
-fn argmax_last<T: Backend>(logits: Tensor<T, 3>) -> u32 {
-    let [_, s, v] = logits.dims();
-    let last = logits.slice([0..1, s - 1..s, 0..v]).reshape([v]);
-    last.argmax(0).into_scalar().elem::<i64>() as u32
 }
 
 /// Greedy decoding with the cache: the prompt once, then one token per step.
