@@ -4,6 +4,7 @@
 mod checkpoint;
 mod config;
 mod fixtures;
+mod logprobs;
 mod parity;
 mod positions;
 mod preprocess;
