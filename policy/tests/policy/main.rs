@@ -9,3 +9,4 @@ mod parity;
 mod positions;
 mod preprocess;
 mod tokenizer;
+mod training;
