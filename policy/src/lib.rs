@@ -10,6 +10,7 @@ pub mod model;
 pub mod positions;
 pub mod processor;
 pub mod resample;
+pub mod rng;
 pub mod tokenizer;
 pub mod weights;
 
@@ -18,5 +19,5 @@ pub use config::{ConfigError, ModelConfig, TextConfig, TokenIds, VisionConfig};
 pub use model::{ForwardError, ImageTokens, KvCache, Qwen25VL, Row, token_logprobs};
 pub use positions::{PositionIds, Positions};
 pub use processor::{ImageError, PreparedImage, ProcessorConfig, prepare, smart_resize};
-pub use tokenizer::{ChatTokenizer, Message, Part, Role};
+pub use tokenizer::{ChatTokenizer, Message, Part, Role, TextStream};
 pub use weights::{HostTensor, Weights, WeightsError};

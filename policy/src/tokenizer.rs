@@ -93,6 +93,16 @@ pub struct SpecialIds {
     pub image_pad: u32,
 }
 
+/// Incremental decoding state of one token stream (a chunk being generated): text comes out
+/// only once its bytes form whole characters, and token boundaries inside words are handled
+/// as the full decode would.
+#[derive(Debug, Clone, Default)]
+pub struct TextStream {
+    ids: Vec<u32>,
+    prefix: String,
+    prefix_index: usize,
+}
+
 /// A tokenizer with the chat template.
 #[derive(Debug, Clone)]
 pub struct ChatTokenizer {
@@ -174,6 +184,22 @@ impl ChatTokenizer {
         self.inner
             .decode(ids, skip_special)
             .map_err(|e| TokenizerError::Codec(e.to_string()))
+    }
+
+    /// Feed one more id of `stream`; the new text it completes, if any (special tokens kept).
+    ///
+    /// # Errors
+    /// The tokenizer's own failures.
+    pub fn step(&self, stream: &mut TextStream, id: u32) -> Result<Option<String>, TokenizerError> {
+        tokenizers::tokenizer::step_decode_stream(
+            &self.inner,
+            vec![id],
+            false,
+            &mut stream.ids,
+            &mut stream.prefix,
+            &mut stream.prefix_index,
+        )
+        .map_err(|e| TokenizerError::Codec(e.to_string()))
     }
 
     /// The template's text for a conversation, ending with the assistant's opening when

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::config::ModelConfig;
+use crate::rng::Rng;
 
 /// File names of a checkpoint.
 pub const SINGLE_FILE: &str = "model.safetensors";
@@ -131,12 +132,12 @@ impl Weights {
     /// Fresh weights for `config`, drawn from `seed` (normal(0, 0.02) weights, zero biases,
     /// unit norms — transformers' initialisation; the numbers differ from torch's generator).
     pub fn random(config: &ModelConfig, seed: u64) -> Weights {
-        let mut rng = Normal::new(seed);
+        let mut rng = Rng::new(seed);
         let mut weights = Weights::default();
         for (name, shape, init) in parameter_specs(config) {
             let n: usize = shape.iter().product();
             let data = match init {
-                Init::Normal => (0..n).map(|_| rng.sample() * INITIALIZER_RANGE).collect(),
+                Init::Normal => (0..n).map(|_| rng.normal() * INITIALIZER_RANGE).collect(),
                 Init::Zeros => vec![0.0; n],
                 Init::Ones => vec![1.0; n],
             };
@@ -401,47 +402,4 @@ pub fn parameter_specs(config: &ModelConfig) -> Vec<(String, Vec<usize>, Init)> 
     }
     norm("model.norm.weight".into(), h);
     specs
-}
-
-/// A small seeded normal generator (splitmix64 + Box–Muller): the same numbers on every
-/// platform, so a seed names one model.
-#[derive(Debug, Clone)]
-pub struct Normal {
-    state: u64,
-    spare: Option<f32>,
-}
-
-impl Normal {
-    /// Generator for `seed`.
-    pub fn new(seed: u64) -> Normal {
-        Normal {
-            state: seed ^ 0x5851_F42D_4C95_7F2D,
-            spare: None,
-        }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform number in (0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    /// A standard normal number.
-    pub fn sample(&mut self) -> f32 {
-        if let Some(s) = self.spare.take() {
-            return s;
-        }
-        let (u1, u2) = (self.uniform(), self.uniform());
-        let r = (-2.0 * u1.ln()).sqrt();
-        let theta = std::f64::consts::TAU * u2;
-        self.spare = Some((r * theta.sin()) as f32);
-        (r * theta.cos()) as f32
-    }
 }

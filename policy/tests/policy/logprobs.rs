@@ -2,16 +2,16 @@
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Int, Tensor, TensorData};
+use policy::rng::Rng;
 use policy::token_logprobs;
-use policy::weights::Normal;
 
 #[test]
 fn token_logprobs_equal_an_f64_log_softmax_and_their_gradient_is_onehot_minus_softmax() {
     type B = Autodiff<Flex>;
     let (rows, seq, vocab) = (2, 3, 7);
-    let mut rng = Normal::new(3);
+    let mut rng = Rng::new(3);
     let values: Vec<f32> = (0..rows * seq * vocab)
-        .map(|_| rng.sample() * 4.0)
+        .map(|_| rng.normal() * 4.0)
         .collect();
     let targets: Vec<i64> = (0..rows * seq).map(|i| (i * 5 % vocab) as i64).collect();
     let device = Default::default();
