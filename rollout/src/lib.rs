@@ -3,8 +3,12 @@
 //! stop-string matcher over decoded text; the trajectory driver follows (issue 5).
 #![deny(missing_docs)]
 
+pub mod decoder;
 pub mod sampling;
 pub mod stop;
+pub mod trajectory;
 
+pub use decoder::{Decoder, PolicyDecoder};
 pub use sampling::{Pick, SamplingConfig, trajectory_seed};
 pub use stop::{ChunkText, StopStrings};
+pub use trajectory::{Context, Finish, Prompt, RolloutConfig, Trajectory};

@@ -138,7 +138,10 @@ fn stop_strings_are_found_across_token_boundaries_and_kept() {
         run_until_stop("I will measure it. <code>\nprint(1)", &stops).expect("stops");
     assert_eq!(stop, "<code>");
     // The token that completes the stop string may carry more (here ">\n"); nothing after it.
-    assert!(text.contains("<code>") && !text.contains("print"), "{text:?}");
+    assert!(
+        text.contains("<code>") && !text.contains("print"),
+        "{text:?}"
+    );
     let (_, stop, text) =
         run_until_stop("print(x)\n```\n</code> and then more", &stops).expect("stops");
     assert_eq!(stop, "</code>");
