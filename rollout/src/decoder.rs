@@ -31,6 +31,8 @@ pub trait Decoder {
 pub struct PolicyDecoder<'m, B: Backend> {
     model: &'m Qwen25VL<B>,
     cache: KvCache<B>,
+    /// A prompt already computed (shared by a group's paths): its last logits.
+    prefilled: Option<Vec<f32>>,
 }
 
 impl<'m, B: Backend> PolicyDecoder<'m, B> {
@@ -39,7 +41,32 @@ impl<'m, B: Backend> PolicyDecoder<'m, B> {
         PolicyDecoder {
             model,
             cache: model.new_cache(1),
+            prefilled: None,
         }
+    }
+
+    /// A decoder whose prompt is already in `cache` with `logits` at its last position: its
+    /// `start` costs nothing (the G paths of a group share one prompt forward).
+    pub fn with_prompt(model: &'m Qwen25VL<B>, cache: KvCache<B>, logits: Vec<f32>) -> Self {
+        PolicyDecoder {
+            model,
+            cache,
+            prefilled: Some(logits),
+        }
+    }
+
+    /// Compute a prompt once: its cache and last logits, for [`PolicyDecoder::with_prompt`].
+    ///
+    /// # Errors
+    /// The model refused the input.
+    pub fn prefill(
+        model: &'m Qwen25VL<B>,
+        tokens: &[u32],
+        images: &[PreparedImage],
+    ) -> Result<(KvCache<B>, Vec<f32>), String> {
+        let mut d = PolicyDecoder::new(model);
+        let logits = d.feed(tokens, images)?;
+        Ok((d.cache, logits))
     }
 
     fn feed(&mut self, tokens: &[u32], images: &[PreparedImage]) -> Result<Vec<f32>, String> {
@@ -65,6 +92,11 @@ impl<B: Backend> Decoder for PolicyDecoder<'_, B> {
     type Snapshot = KvCache<B>;
 
     fn start(&mut self, tokens: &[u32], images: &[PreparedImage]) -> Result<Vec<f32>, String> {
+        if let Some(logits) = self.prefilled.take()
+            && self.cache.len() == tokens.len()
+        {
+            return Ok(logits);
+        }
         self.cache = self.model.new_cache(1);
         self.feed(tokens, images)
     }

@@ -4,11 +4,14 @@
 #![deny(missing_docs)]
 
 pub mod decoder;
+pub mod group;
 pub mod sampling;
 pub mod stop;
+pub mod trace;
 pub mod trajectory;
 
 pub use decoder::{Decoder, PolicyDecoder};
+pub use group::{GroupId, run_group};
 pub use sampling::{Pick, SamplingConfig, trajectory_seed};
 pub use stop::{ChunkText, StopStrings};
 pub use trajectory::{Context, Finish, Prompt, RolloutConfig, Trajectory};

@@ -310,3 +310,58 @@ fn recorded_logprobs_equal_a_fresh_full_forward() {
     assert!(t.mask.iter().filter(|&&m| m == 1).count() > 10);
     assert!(worst <= 1e-5, "old vs fresh log-probs: {worst:e}");
 }
+
+/// A group shares one prompt forward; each path equals the same trajectory run alone with its
+/// seed, whatever the number of worker threads; the trace has a line per path.
+#[test]
+fn group_paths_replay_alone_and_threads_do_not_matter() {
+    use rollout::{GroupId, run_group, trajectory_seed};
+    let (model, tok, processor, eos) = &*TINY;
+    let config = RolloutConfig {
+        max_total_tokens: 24,
+        ..Default::default()
+    };
+    let stops = StopStrings::thyme();
+    let ctx = Context {
+        tokenizer: tok,
+        processor,
+        config: &config,
+        stops: &stops,
+        eos,
+    };
+    let id = GroupId {
+        run_seed: 3,
+        step: 2,
+        prompt: 17,
+    };
+    let p = prompt(tok);
+    let two = run_group(model, &ctx, &p, Some(&*SANDBOX), &[], id, 4, 2);
+    let one = run_group(model, &ctx, &p, Some(&*SANDBOX), &[], id, 4, 1);
+    assert_eq!(two.len(), 4);
+    for (a, b) in two.iter().zip(&one) {
+        assert_eq!(a.tokens, b.tokens);
+        assert_eq!(a.logprobs, b.logprobs);
+    }
+    let mut decoder = PolicyDecoder::new(model);
+    let mut rng = Rng::new(trajectory_seed(3, 2, 17, 1));
+    let alone = trajectory::run(&mut decoder, &ctx, p.clone(), None, &mut rng);
+    assert_eq!(alone.tokens, two[1].tokens);
+    assert_ne!(two[0].tokens, two[1].tokens);
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let trace = rollout::trace::append_group(dir.path(), id, &two, tok).expect("trace");
+    let text = std::fs::read_to_string(trace).expect("read");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[1]["path"], 1);
+    assert_eq!(lines[1]["completion_tokens"], 24);
+    assert!(
+        lines[1]["prompt"]
+            .as_str()
+            .expect("prompt")
+            .contains("six times seven")
+    );
+}
