@@ -5,6 +5,7 @@
 
 pub mod decoder;
 pub mod group;
+pub mod prompt;
 pub mod sampling;
 pub mod stop;
 pub mod trace;

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod generate_cmd;
 pub mod recipe;
 mod reward_cmd;
+mod rollout_cmd;
 mod sandbox_cmd;
 
 /// vthinker-rl: GRPO training of vision-language models that think with images.
@@ -36,6 +37,9 @@ enum Command {
     Generate(generate_cmd::GenerateArgs),
     /// Write a checkpoint (e.g. the embedded default with random weights) as an HF directory.
     Export(generate_cmd::ExportArgs),
+    /// Sample a group of trajectories (policy + sandbox) for one question and write a readable
+    /// trace.
+    Rollout(rollout_cmd::RolloutArgs),
 }
 
 /// Run the command line with `registry`'s reward parts; the process's exit code.
@@ -46,6 +50,7 @@ pub fn main_with(registry: reward::Registry) -> ExitCode {
         Command::Reward(args) => reward_cmd::run(&args, &registry),
         Command::Generate(args) => generate_cmd::run(&args),
         Command::Export(args) => generate_cmd::export(&args),
+        Command::Rollout(args) => rollout_cmd::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

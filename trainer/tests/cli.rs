@@ -291,3 +291,51 @@ fn generate_with_a_model_that_is_not_there_is_a_one_line_error() {
         assert!(stderr.starts_with("error: "), "{stderr}");
     }
 }
+
+/// `trainer rollout` on the committed tiny model with an image writes a trace a person can
+/// read: one JSON line per path, the image collapsed to a marker in the prompt.
+#[test]
+fn rollout_writes_a_readable_trace() {
+    let out = tempfile::tempdir().expect("tmp");
+    let run = trainer()
+        .args([
+            "rollout",
+            "--model",
+            "policy/tests/fixtures/tiny",
+            "--prompt",
+            "What is the angle at B?",
+        ])
+        .args([
+            "--image",
+            "examples/sandbox/triangle.png",
+            "--group",
+            "3",
+            "--max-total-tokens",
+            "16",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .expect("trainer runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("3 trajectories"), "{stderr}");
+    let trace = std::fs::read_to_string(out.path().join("trace.jsonl")).expect("trace");
+    let lines: Vec<serde_json::Value> = trace
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let prompt = lines[0]["prompt"].as_str().expect("prompt");
+    assert!(
+        prompt.contains("User Image Path: \"/input/triangle.png\""),
+        "{prompt}"
+    );
+    assert!(prompt.contains("[image, "), "{prompt}");
+    assert!(!prompt.contains("<|image_pad|>"));
+    assert_eq!(lines[2]["completion_tokens"], 16);
+}

@@ -1,0 +1,49 @@
+//! The prompt in the reference's turn structure: a system message that offers the sandbox,
+//! the user's image(s) and question followed by the image's path and size and the required
+//! output format. (Wording of our own; the structure is Thyme's / V-Thinker's.)
+
+use policy::{Message, Part, Role};
+
+/// The system message: think step by step, and write Python to edit or draw on the image.
+pub const SYSTEM: &str = "You are a helpful assistant that solves visual problems step by step. \
+When it helps, write Python to process or draw on the image (crop, zoom, rotate, enhance \
+contrast, draw auxiliary lines, mark points or regions) or to calculate. Wrap the code as \
+<code>\n```python\n...\n```\n</code>. It runs in a sandbox; the image it saves or the result \
+it prints comes back inside <sandbox_output></sandbox_output>. End the code by printing the \
+path of the processed image or the result.";
+
+/// The format instruction after the question.
+pub const FORMAT: &str = "Output the thinking process in <think> </think> and the final answer \
+in <answer> </answer>.";
+
+/// An image of the prompt: its processor grid, the path the code should open, its size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptImage {
+    /// (t, h, w) in patches.
+    pub grid_thw: [usize; 3],
+    /// The path shown to the policy.
+    pub path: String,
+    /// Width and height in pixels.
+    pub size: (u32, u32),
+}
+
+/// The system and user messages for a question about images.
+pub fn messages(question: &str, images: &[PromptImage]) -> Vec<Message> {
+    let mut parts: Vec<Part> = images.iter().map(|i| Part::Image(i.grid_thw)).collect();
+    let mut text = format!("{question}\n");
+    for i in images {
+        text.push_str(&format!(
+            "User Image Path: \"{}\"\nUser Image Size: \"{}x{}\"\n",
+            i.path, i.size.0, i.size.1
+        ));
+    }
+    text.push_str(FORMAT);
+    parts.push(Part::Text(text));
+    vec![
+        Message::text(Role::System, SYSTEM),
+        Message {
+            role: Role::User,
+            parts,
+        },
+    ]
+}

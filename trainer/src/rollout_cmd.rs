@@ -1,0 +1,137 @@
+//! `trainer rollout`: sample a group of trajectories for one question with the policy and the
+//! sandbox, and write a readable trace — how a user looks at what the policy does.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use burn::backend::Flex;
+use clap::Args;
+use policy::{Checkpoint, prepare};
+use rollout::prompt::{PromptImage, messages};
+use rollout::{Context, Finish, GroupId, Prompt, RolloutConfig, StopStrings, run_group};
+use sandbox::{Sandbox, SandboxConfig};
+
+/// Arguments of `trainer rollout`.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// A checkpoint directory, an hf-hub repo id, or `tiny` / `tiny:SEED`.
+    #[arg(long)]
+    model: String,
+    /// The question.
+    #[arg(long)]
+    prompt: String,
+    /// The question's images.
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// Paths per group (GRPO's G).
+    #[arg(long, default_value_t = 4)]
+    group: usize,
+    /// The run's seed (each path's seed derives from it).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Completion tokens per trajectory.
+    #[arg(long, default_value_t = 256)]
+    max_total_tokens: usize,
+    /// Text temperature.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Worker threads for the paths.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Where the trace (`trace.jsonl`) and returned images go.
+    #[arg(long, default_value = "runs/rollout")]
+    out: PathBuf,
+}
+
+/// Run it.
+pub fn run(args: &RolloutArgs) -> Result<()> {
+    anyhow::ensure!(args.group > 0, "--group must be at least 1");
+    let ckpt = Checkpoint::load(&args.model)?;
+    let processor = ckpt.processor.clone();
+    let eos = ckpt.config.tokens.eos.clone();
+    let (model, tokenizer, _) = ckpt.build::<Flex>(&Default::default())?;
+    let mut prepared = Vec::new();
+    let mut shown = Vec::new();
+    for path in &args.images {
+        let rgb = image::open(path)
+            .with_context(|| format!("{}", path.display()))?
+            .to_rgb8();
+        let (w, h) = rgb.dimensions();
+        let p = prepare(rgb.as_raw(), h as usize, w as usize, &processor)
+            .with_context(|| format!("{}", path.display()))?;
+        let name = path
+            .file_name()
+            .map_or_else(|| "image.png".into(), |n| n.to_string_lossy().into_owned());
+        shown.push(PromptImage {
+            grid_thw: p.grid_thw,
+            path: format!("/input/{name}"),
+            size: (w, h),
+        });
+        prepared.push(p);
+    }
+    let tokens = tokenizer.chat(&messages(&args.prompt, &shown), true)?;
+    let prompt = Prompt {
+        tokens,
+        images: prepared,
+    };
+    let mut config = RolloutConfig {
+        max_total_tokens: args.max_total_tokens,
+        ..Default::default()
+    };
+    config.sampling.temperature = args.temperature;
+    config
+        .sampling
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let stops = StopStrings::thyme();
+    let ctx = Context {
+        tokenizer: &tokenizer,
+        processor: &processor,
+        config: &config,
+        stops: &stops,
+        eos: &eos,
+    };
+    let sandbox = Sandbox::new(SandboxConfig::default())?;
+    let id = GroupId {
+        run_seed: args.seed,
+        step: 0,
+        prompt: 0,
+    };
+    let started = std::time::Instant::now();
+    let group = run_group(
+        &model,
+        &ctx,
+        &prompt,
+        Some(&sandbox),
+        &args.images,
+        id,
+        args.group,
+        args.threads,
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    let trace = rollout::trace::append_group(&args.out, id, &group, &tokenizer)
+        .with_context(|| format!("{}", args.out.display()))?;
+    let sampled: usize = group
+        .iter()
+        .map(|t| t.mask.iter().filter(|&&m| m == 1).count())
+        .sum();
+    for (g, t) in group.iter().enumerate() {
+        let finish = match t.finish {
+            Finish::Error => format!("error: {}", t.error.as_deref().unwrap_or("")),
+            other => format!("{other:?}").to_lowercase(),
+        };
+        eprintln!(
+            "path {g}: {} completion tokens, {} rounds, {} sandbox calls, {finish}",
+            t.tokens.len() - t.prompt_len,
+            t.rounds,
+            t.blocks.len()
+        );
+    }
+    eprintln!(
+        "{} trajectories, {sampled} sampled tokens in {seconds:.2}s ({:.0} tokens/s)",
+        group.len(),
+        sampled as f64 / seconds
+    );
+    println!("{}", trace.display());
+    Ok(())
+}
