@@ -63,6 +63,20 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     Ok(())
 }
 
+/// Open an image file and preprocess it for the policy; also its size in pixels.
+pub(crate) fn open_image(
+    path: &Path,
+    processor: &policy::ProcessorConfig,
+) -> Result<(policy::PreparedImage, (u32, u32))> {
+    let rgb = image::open(path)
+        .with_context(|| format!("{}", path.display()))?
+        .to_rgb8();
+    let (w, h) = rgb.dimensions();
+    let prepared = policy::prepare(rgb.as_raw(), h as usize, w as usize, processor)
+        .with_context(|| format!("{}", path.display()))?;
+    Ok((prepared, (w, h)))
+}
+
 /// Run it on the backend `--device` names.
 pub fn run(args: &GenerateArgs) -> Result<()> {
     match args.device.as_str() {
@@ -90,12 +104,7 @@ fn generate<B: Backend>(args: &GenerateArgs, device: &B::Device) -> Result<()> {
     let mut images = Vec::new();
     let mut parts = Vec::new();
     for path in &args.images {
-        let rgb = image::open(path)
-            .with_context(|| format!("{}", path.display()))?
-            .to_rgb8();
-        let (w, h) = rgb.dimensions();
-        let prepared = policy::prepare(rgb.as_raw(), h as usize, w as usize, &processor)
-            .with_context(|| format!("{}", path.display()))?;
+        let (prepared, _) = open_image(path, &processor)?;
         parts.push(Part::Image(prepared.grid_thw));
         images.push(model.encode_image(&prepared));
     }

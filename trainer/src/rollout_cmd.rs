@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use burn::backend::Flex;
 use clap::Args;
-use policy::{Checkpoint, prepare};
+use policy::Checkpoint;
 use rollout::prompt::{PromptImage, messages};
 use rollout::{Context, Finish, GroupId, Prompt, RolloutConfig, StopStrings, run_group};
 use sandbox::{Sandbox, SandboxConfig};
@@ -53,12 +53,7 @@ pub fn run(args: &RolloutArgs) -> Result<()> {
     let mut prepared = Vec::new();
     let mut shown = Vec::new();
     for path in &args.images {
-        let rgb = image::open(path)
-            .with_context(|| format!("{}", path.display()))?
-            .to_rgb8();
-        let (w, h) = rgb.dimensions();
-        let p = prepare(rgb.as_raw(), h as usize, w as usize, &processor)
-            .with_context(|| format!("{}", path.display()))?;
+        let (p, (w, h)) = crate::generate_cmd::open_image(path, &processor)?;
         let name = path
             .file_name()
             .map_or_else(|| "image.png".into(), |n| n.to_string_lossy().into_owned());
