@@ -11,7 +11,7 @@ use sandbox::Sandbox;
 
 use crate::decoder::PolicyDecoder;
 use crate::sampling::trajectory_seed;
-use crate::trajectory::{self, Context, Finish, Prompt, Trajectory};
+use crate::trajectory::{self, Context, Prompt, Trajectory};
 
 /// Which group this is, for seeds and session names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,20 +40,7 @@ pub fn run_group<B: Backend>(
 where
     Qwen25VL<B>: Sync,
 {
-    let failed = |e: String| Trajectory {
-        prompt_len: prompt.tokens.len(),
-        tokens: prompt.tokens.clone(),
-        mask: vec![0; prompt.tokens.len()],
-        logprobs: vec![0.0; prompt.tokens.len()],
-        images: prompt.images.clone(),
-        kept_images: Vec::new(),
-        text: String::new(),
-        blocks: Vec::new(),
-        rounds: 0,
-        dropped_chunks: 0,
-        finish: Finish::Error,
-        error: Some(e),
-    };
+    let failed = |e: String| Trajectory::failed(prompt.clone(), e);
     let (cache, logits) = match PolicyDecoder::prefill(model, &prompt.tokens, &prompt.images) {
         Ok(p) => p,
         Err(e) => return (0..size).map(|_| failed(e.clone())).collect(),

@@ -116,6 +116,37 @@ pub struct Trajectory {
     pub error: Option<String>,
 }
 
+impl Trajectory {
+    /// A trajectory holding only its prompt (nothing generated yet; the round cap is the
+    /// finish reason until another one applies).
+    pub fn from_prompt(prompt: Prompt) -> Trajectory {
+        let n = prompt.tokens.len();
+        Trajectory {
+            prompt_len: n,
+            mask: vec![0; n],
+            logprobs: vec![0.0; n],
+            tokens: prompt.tokens,
+            images: prompt.images,
+            kept_images: Vec::new(),
+            text: String::new(),
+            blocks: Vec::new(),
+            rounds: 0,
+            dropped_chunks: 0,
+            finish: Finish::RoundCap,
+            error: None,
+        }
+    }
+
+    /// A trajectory that failed before generating anything.
+    pub fn failed(prompt: Prompt, error: String) -> Trajectory {
+        Trajectory {
+            finish: Finish::Error,
+            error: Some(error),
+            ..Trajectory::from_prompt(prompt)
+        }
+    }
+}
+
 /// What a trajectory starts from.
 #[derive(Debug, Clone)]
 pub struct Prompt {
@@ -149,20 +180,7 @@ pub fn run<D: Decoder>(
     mut session: Option<&mut Session>,
     rng: &mut Rng,
 ) -> Trajectory {
-    let mut t = Trajectory {
-        prompt_len: prompt.tokens.len(),
-        mask: vec![0; prompt.tokens.len()],
-        logprobs: vec![0.0; prompt.tokens.len()],
-        tokens: prompt.tokens,
-        images: prompt.images,
-        kept_images: Vec::new(),
-        text: String::new(),
-        blocks: Vec::new(),
-        rounds: 0,
-        dropped_chunks: 0,
-        finish: Finish::RoundCap,
-        error: None,
-    };
+    let mut t = Trajectory::from_prompt(prompt);
     let fail = |t: &mut Trajectory, e: String| {
         t.finish = Finish::Error;
         t.error = Some(e);

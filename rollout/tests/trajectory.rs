@@ -78,6 +78,18 @@ impl Decoder for ScriptedPolicyStandIn {
     fn restore(&mut self, (): ()) {}
 }
 
+/// A context over the tiny model's tokenizer and processor.
+fn tiny_ctx<'a>(config: &'a RolloutConfig, stops: &'a StopStrings) -> Context<'a> {
+    let (_, tok, processor, eos) = &*TINY;
+    Context {
+        tokenizer: tok,
+        processor,
+        config,
+        stops,
+        eos,
+    }
+}
+
 fn prompt(tok: &ChatTokenizer) -> Prompt {
     let tokens = tok
         .chat(
@@ -92,15 +104,9 @@ fn prompt(tok: &ChatTokenizer) -> Prompt {
 }
 
 fn scripted(text: &str, config: RolloutConfig) -> rollout::Trajectory {
-    let (_, tok, processor, eos) = &*TINY;
+    let (_, tok, _, _) = &*TINY;
     let stops = StopStrings::thyme();
-    let ctx = Context {
-        tokenizer: tok,
-        processor,
-        config: &config,
-        stops: &stops,
-        eos,
-    };
+    let ctx = tiny_ctx(&config, &stops);
     let mut session = SANDBOX.session("traj", &[]).expect("session");
     let mut stand_in = ScriptedPolicyStandIn::new(tok, text);
     trajectory::run(
@@ -257,19 +263,13 @@ fn repetition_guard_spots_loops_not_prose() {
 }
 
 fn tiny_run(seed: u64) -> rollout::Trajectory {
-    let (model, tok, processor, eos) = &*TINY;
+    let (model, tok, _, _) = &*TINY;
     let config = RolloutConfig {
         max_total_tokens: 48,
         ..Default::default()
     };
     let stops = StopStrings::thyme();
-    let ctx = Context {
-        tokenizer: tok,
-        processor,
-        config: &config,
-        stops: &stops,
-        eos,
-    };
+    let ctx = tiny_ctx(&config, &stops);
     let mut decoder = PolicyDecoder::new(model);
     trajectory::run(&mut decoder, &ctx, prompt(tok), None, &mut Rng::new(seed))
 }
@@ -316,19 +316,13 @@ fn recorded_logprobs_equal_a_fresh_full_forward() {
 #[test]
 fn group_paths_replay_alone_and_threads_do_not_matter() {
     use rollout::{GroupId, run_group, trajectory_seed};
-    let (model, tok, processor, eos) = &*TINY;
+    let (model, tok, _, _) = &*TINY;
     let config = RolloutConfig {
         max_total_tokens: 24,
         ..Default::default()
     };
     let stops = StopStrings::thyme();
-    let ctx = Context {
-        tokenizer: tok,
-        processor,
-        config: &config,
-        stops: &stops,
-        eos,
-    };
+    let ctx = tiny_ctx(&config, &stops);
     let id = GroupId {
         run_seed: 3,
         step: 2,

@@ -3,6 +3,17 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Run `cmd`, which must succeed (its stderr is the failure message).
+fn succeeded(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().expect("trainer runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The `trainer` binary, run from the repository root as the README does.
 fn trainer() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trainer"));
@@ -13,16 +24,11 @@ fn trainer() -> Command {
 #[test]
 fn sandbox_run_on_the_readme_example_prints_json_and_keeps_the_image() {
     let out_dir = tempfile::tempdir().expect("tmp");
-    let out = trainer()
-        .args(["sandbox", "run", "examples/sandbox/auxiliary_line.py"])
-        .args(["--image", "examples/sandbox/triangle.png", "--out"])
-        .arg(out_dir.path())
-        .output()
-        .expect("trainer runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeded(
+        trainer()
+            .args(["sandbox", "run", "examples/sandbox/auxiliary_line.py"])
+            .args(["--image", "examples/sandbox/triangle.png", "--out"])
+            .arg(out_dir.path()),
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     assert_eq!(json["error"], serde_json::Value::Null, "{json:#}");
@@ -222,33 +228,23 @@ fn a_bad_recipe_names_the_file_line_and_key() {
 fn generate_on_the_committed_and_a_saved_and_reloaded_tiny_model() {
     let tmp = tempfile::tempdir().expect("tmp");
     let saved = tmp.path().join("saved");
-    let out = trainer()
-        .args(["export", "--model", "policy/tests/fixtures/tiny", "--out"])
-        .arg(&saved)
-        .output()
-        .expect("trainer runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeded(
+        trainer()
+            .args(["export", "--model", "policy/tests/fixtures/tiny", "--out"])
+            .arg(&saved),
     );
     let generate = |model: &std::path::Path, dump: &std::path::Path| {
-        let out = trainer()
-            .args(["generate", "--model"])
-            .arg(model)
-            .args(["--prompt", "How many circles?", "--max-new-tokens", "12"])
-            .args([
-                "--image",
-                "policy/tests/fixtures/parity_150x90.png",
-                "--dump-logits",
-            ])
-            .arg(dump)
-            .output()
-            .expect("trainer runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = succeeded(
+            trainer()
+                .args(["generate", "--model"])
+                .arg(model)
+                .args(["--prompt", "How many circles?", "--max-new-tokens", "12"])
+                .args([
+                    "--image",
+                    "policy/tests/fixtures/parity_150x90.png",
+                    "--dump-logits",
+                ])
+                .arg(dump),
         );
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(stderr.contains("12 generated"), "{stderr}");
@@ -297,30 +293,25 @@ fn generate_with_a_model_that_is_not_there_is_a_one_line_error() {
 #[test]
 fn rollout_writes_a_readable_trace() {
     let out = tempfile::tempdir().expect("tmp");
-    let run = trainer()
-        .args([
-            "rollout",
-            "--model",
-            "policy/tests/fixtures/tiny",
-            "--prompt",
-            "What is the angle at B?",
-        ])
-        .args([
-            "--image",
-            "examples/sandbox/triangle.png",
-            "--group",
-            "3",
-            "--max-total-tokens",
-            "16",
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .expect("trainer runs");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    let run = succeeded(
+        trainer()
+            .args([
+                "rollout",
+                "--model",
+                "policy/tests/fixtures/tiny",
+                "--prompt",
+                "What is the angle at B?",
+            ])
+            .args([
+                "--image",
+                "examples/sandbox/triangle.png",
+                "--group",
+                "3",
+                "--max-total-tokens",
+                "16",
+                "--out",
+            ])
+            .arg(out.path()),
     );
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("3 trajectories"), "{stderr}");
