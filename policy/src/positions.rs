@@ -81,6 +81,18 @@ impl Positions {
         ids
     }
 
+    /// Forget the last `n` tokens, which must all be text (a dropped chunk of samples).
+    pub fn rewind_text(&mut self, n: usize) {
+        let n = n.min(self.tokens);
+        self.next -= n as i64;
+        self.tokens -= n;
+    }
+
+    /// Tokens so far.
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+
     /// The position the next token gets.
     pub fn next(&self) -> i64 {
         self.next

@@ -1,6 +1,7 @@
 //! Qwen2.5-VL in burn, generic over the backend: the vision tower, the M-RoPE decoder, a KV
 //! cache that takes new text and new images mid-sequence, and per-token log-probs.
 
+pub mod cache;
 pub mod layers;
 pub mod text;
 pub mod vision;
@@ -13,7 +14,8 @@ use crate::config::ModelConfig;
 use crate::positions::{PositionIds, Positions};
 use crate::processor::PreparedImage;
 use crate::weights::{Weights, WeightsError};
-use text::{LayerCache, MRope, TextModel};
+pub use cache::KvCache;
+use text::{MRope, TextModel};
 use vision::VisionTower;
 
 /// Why a forward pass was refused.
@@ -72,55 +74,6 @@ impl<B: Backend> Row<B> {
         Row {
             tokens,
             images: Vec::new(),
-        }
-    }
-}
-
-/// Keys, values and running positions of a batch of sequences.
-#[derive(Debug, Clone)]
-pub struct KvCache<B: Backend> {
-    layers: Vec<Option<LayerCache<B>>>,
-    positions: Vec<Positions>,
-    len: usize,
-}
-
-impl<B: Backend> KvCache<B> {
-    /// Tokens seen per row.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Nothing seen yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Rows.
-    pub fn rows(&self) -> usize {
-        self.positions.len()
-    }
-
-    /// The running positions of row `i`.
-    pub fn positions(&self, i: usize) -> Positions {
-        self.positions[i]
-    }
-
-    /// A cache of `n` rows, each a copy of this single-row cache (G paths sharing a prompt).
-    pub fn repeat(&self, n: usize) -> KvCache<B> {
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| {
-                l.as_ref().map(|c| LayerCache {
-                    keys: c.keys.clone().repeat_dim(0, n),
-                    values: c.values.clone().repeat_dim(0, n),
-                })
-            })
-            .collect();
-        KvCache {
-            layers,
-            positions: vec![self.positions[0]; n],
-            len: self.len,
         }
     }
 }
@@ -185,11 +138,7 @@ impl<B: Backend> Qwen25VL<B> {
 
     /// An empty cache for `rows` sequences.
     pub fn new_cache(&self, rows: usize) -> KvCache<B> {
-        KvCache {
-            layers: vec![None; self.text.num_layers()],
-            positions: vec![Positions::new(); rows],
-            len: 0,
-        }
+        KvCache::empty(self.text.num_layers(), rows)
     }
 
     /// Logits `[rows, seq, vocab]` for new tokens appended to the sequences in `cache`.
@@ -246,11 +195,12 @@ impl<B: Backend> Qwen25VL<B> {
         }
         let device = self.text.device();
         let rope = self.rope.tables::<B>(&ids, &device);
-        let hidden = self
-            .text
-            .hidden(Tensor::stack(embeds, 0), &rope, &mut cache.layers);
+        let mask = cache.mask(seq, &device);
+        let hidden =
+            self.text
+                .hidden(Tensor::stack(embeds, 0), &rope, mask.as_ref(), &mut cache.layers);
         cache.positions = positions;
-        cache.len += seq;
+        cache.grow(seq);
         Ok(hidden)
     }
 

@@ -7,7 +7,7 @@ use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use super::layers::{Mlp, RmsNorm, apply_rotary, export_linear, host, load_linear, tensor};
 use crate::config::TextConfig;
@@ -125,6 +125,7 @@ impl<B: Backend> Attention<B> {
         &self,
         x: Tensor<B, 3>,
         rope: &RopeTables<B>,
+        mask: Option<&Tensor<B, 4, Bool>>,
         cache: &mut Option<LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
@@ -161,7 +162,7 @@ impl<B: Backend> Attention<B> {
             softcap: None,
             is_causal: true,
         };
-        let out = attention(q, repeat(k), repeat(v), None, None, options);
+        let out = attention(q, repeat(k), repeat(v), mask.cloned(), None, options);
         self.o_proj
             .forward(out.swap_dims(1, 2).reshape([b, s, self.num_heads * hd]))
     }
@@ -224,12 +225,13 @@ impl<B: Backend> DecoderLayer<B> {
         &self,
         x: Tensor<B, 3>,
         rope: &RopeTables<B>,
+        mask: Option<&Tensor<B, 4, Bool>>,
         cache: &mut Option<LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let x = x.clone()
             + self
                 .self_attn
-                .forward(self.input_layernorm.forward(x), rope, cache);
+                .forward(self.input_layernorm.forward(x), rope, mask, cache);
         x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
     }
 }
@@ -302,16 +304,17 @@ impl<B: Backend> TextModel<B> {
     }
 
     /// Final hidden states `[batch, seq, hidden]` of `embeds`, extending `cache` (one entry per
-    /// layer; empty entries start a sequence).
+    /// layer; empty entries start a sequence). `mask` (true = masked) hides cache padding.
     pub fn hidden(
         &self,
         embeds: Tensor<B, 3>,
         rope: &RopeTables<B>,
+        mask: Option<&Tensor<B, 4, Bool>>,
         cache: &mut [Option<LayerCache<B>>],
     ) -> Tensor<B, 3> {
         let mut x = embeds;
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            x = layer.forward(x, rope, c);
+            x = layer.forward(x, rope, mask, c);
         }
         self.norm.forward(x)
     }

@@ -7,6 +7,7 @@ mod fixtures;
 mod logprobs;
 mod parity;
 mod positions;
+mod ragged;
 mod preprocess;
 mod tokenizer;
 mod training;

@@ -15,9 +15,9 @@ use crate::fixtures::{DIR, f32s, i64s, read};
 type B = Flex;
 
 const LOGIT_TOL: f32 = 1e-4;
-const CACHE_TOL: f32 = 1e-5;
+pub(crate) const CACHE_TOL: f32 = 1e-5;
 
-fn tiny() -> Qwen25VL<B> {
+pub(crate) fn tiny() -> Qwen25VL<B> {
     tiny_on::<B>(&Default::default())
 }
 
@@ -30,14 +30,14 @@ fn tiny_on<T: Backend>(device: &T::Device) -> Qwen25VL<T> {
     model
 }
 
-struct Prompt {
-    ids: Vec<u32>,
-    image: Option<PreparedImage>,
+pub(crate) struct Prompt {
+    pub(crate) ids: Vec<u32>,
+    pub(crate) image: Option<PreparedImage>,
     logits: Vec<f32>,
     greedy: Vec<u32>,
 }
 
-fn prompt(name: &str) -> Prompt {
+pub(crate) fn prompt(name: &str) -> Prompt {
     let bytes = read("parity.safetensors");
     let st = SafeTensors::deserialize(&bytes).expect("parity fixture");
     let u32s = |key: &str| -> Vec<u32> {
@@ -64,21 +64,21 @@ fn prompt(name: &str) -> Prompt {
     }
 }
 
-fn row<T: Backend>(model: &Qwen25VL<T>, p: &Prompt, tokens: Vec<u32>) -> Row<T> {
+pub(crate) fn row<T: Backend>(model: &Qwen25VL<T>, p: &Prompt, tokens: Vec<u32>) -> Row<T> {
     Row {
         tokens,
         images: p.image.iter().map(|i| model.encode_image(i)).collect(),
     }
 }
 
-fn values<T: Backend>(t: Tensor<T, 3>) -> Vec<f32> {
+pub(crate) fn values<T: Backend>(t: Tensor<T, 3>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
         .into_vec::<f32>()
         .expect("f32")
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
         .zip(b)
