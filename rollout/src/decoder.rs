@@ -1,15 +1,14 @@
-//! What a trajectory needs from a model: start a sequence, append tokens (and images), read the
-//! last position's logits, and go back to an earlier state (a dropped chunk). The policy is
-//! one; a scripted stand-in for tests is another.
+//! What a trajectory run alone needs from a model: start a sequence, append tokens (and
+//! images), read the last position's logits, and drop a tail of tokens (a dropped chunk). The
+//! policy is one; a scripted stand-in for tests is another.
 
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use policy::processor::PreparedImage;
 use policy::{KvCache, Qwen25VL, Row};
 
 /// A model as the rollout drives it.
 pub trait Decoder {
-    /// A saved state.
-    type Snapshot;
     /// Start a sequence: its logits at the last position.
     ///
     /// # Errors
@@ -20,10 +19,8 @@ pub trait Decoder {
     /// # Errors
     /// The model refused the input.
     fn append(&mut self, tokens: &[u32], images: &[PreparedImage]) -> Result<Vec<f32>, String>;
-    /// The current state.
-    fn snapshot(&self) -> Self::Snapshot;
-    /// Go back to a saved state.
-    fn restore(&mut self, snapshot: Self::Snapshot);
+    /// Keep the first `keep` tokens of the sequence and forget the rest (which are text).
+    fn rewind(&mut self, keep: usize);
 }
 
 /// The policy with one sequence's KV cache.
@@ -70,27 +67,46 @@ impl<'m, B: Backend> PolicyDecoder<'m, B> {
     }
 
     fn feed(&mut self, tokens: &[u32], images: &[PreparedImage]) -> Result<Vec<f32>, String> {
-        let row = Row {
-            tokens: tokens.to_vec(),
-            images: images.iter().map(|i| self.model.encode_image(i)).collect(),
-        };
-        let logits = self
-            .model
-            .forward(&[row], &mut self.cache)
-            .map_err(|e| e.to_string())?;
-        let [_, s, v] = logits.dims();
-        logits
-            .slice([0..1, s - 1..s, 0..v])
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .map_err(|e| format!("reading logits: {e:?}"))
+        feed(self.model, &mut self.cache, tokens, images)
     }
 }
 
-impl<B: Backend> Decoder for PolicyDecoder<'_, B> {
-    type Snapshot = KvCache<B>;
+/// Feed one row's tokens (image-pad runs take `images`, encoded here) to a single-row cache:
+/// the logits at the last new position.
+///
+/// # Errors
+/// The model refused the input.
+pub fn feed<B: Backend>(
+    model: &Qwen25VL<B>,
+    cache: &mut KvCache<B>,
+    tokens: &[u32],
+    images: &[PreparedImage],
+) -> Result<Vec<f32>, String> {
+    let row = Row {
+        tokens: tokens.to_vec(),
+        images: images.iter().map(|i| model.encode_image(i)).collect(),
+    };
+    let logits = model.forward(&[row], cache).map_err(|e| e.to_string())?;
+    let mut rows = last_logits(logits)?;
+    rows.pop().ok_or_else(|| "no logits".to_string())
+}
 
+/// Each row's logits at its last position, from `[rows, seq, vocab]`.
+///
+/// # Errors
+/// The values could not be read back.
+pub fn last_logits<B: Backend>(logits: Tensor<B, 3>) -> Result<Vec<Vec<f32>>, String> {
+    let [rows, s, v] = logits.dims();
+    let flat = logits
+        .slice([0..rows, s - 1..s, 0..v])
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| format!("reading logits: {e:?}"))?;
+    Ok(flat.chunks(v).map(<[f32]>::to_vec).collect())
+}
+
+impl<B: Backend> Decoder for PolicyDecoder<'_, B> {
     fn start(&mut self, tokens: &[u32], images: &[PreparedImage]) -> Result<Vec<f32>, String> {
         if let Some(logits) = self.prefilled.take()
             && self.cache.len() == tokens.len()
@@ -105,11 +121,7 @@ impl<B: Backend> Decoder for PolicyDecoder<'_, B> {
         self.feed(tokens, images)
     }
 
-    fn snapshot(&self) -> KvCache<B> {
-        self.cache.clone()
-    }
-
-    fn restore(&mut self, snapshot: KvCache<B>) {
-        self.cache = snapshot;
+    fn rewind(&mut self, keep: usize) {
+        self.cache.rewind(0, keep);
     }
 }

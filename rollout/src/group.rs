@@ -1,17 +1,24 @@
-//! A group: the G paths of one prompt. The prompt is computed once and its KV cache shared;
-//! each path has its own seed (replayable alone), sandbox session and trajectory, and paths run
-//! on worker threads. A failing path fails alone.
+//! A group: the G paths of one prompt, decoded as one batch. The prompt is computed once and
+//! its KV cache repeated; each decode step is one forward over the paths in the batch, one
+//! token each. A path whose chunk ends in code leaves the batch: its block runs in its sandbox
+//! session on a worker thread, the result is spliced in (a forward of that row alone, images
+//! through the vision tower) and the path rejoins the batch while the others keep decoding.
+//! Finished paths leave for good. Each path has its own seed, so any path replays alone; a
+//! path that fails fails alone.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
 use burn::tensor::backend::Backend;
-use policy::Qwen25VL;
+use crossbeam::channel;
 use policy::rng::Rng;
-use sandbox::Sandbox;
+use policy::{KvCache, Qwen25VL, Row};
+use sandbox::{Sandbox, Session};
 
-use crate::decoder::PolicyDecoder;
+use crate::decoder::{PolicyDecoder, feed, last_logits};
+use crate::path::{Action, Path, execute};
 use crate::sampling::trajectory_seed;
-use crate::trajectory::{self, Context, Prompt, Trajectory};
+use crate::trajectory::{Context, Prompt, Trajectory};
 
 /// Which group this is, for seeds and session names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,72 +31,391 @@ pub struct GroupId {
     pub prompt: u64,
 }
 
-/// Run `size` paths from `prompt` on up to `threads` worker threads; `inputs` are the prompt's
-/// image files, attached read-only to each path's sandbox session. Results are in path order.
-#[allow(clippy::too_many_arguments)]
-pub fn run_group<B: Backend>(
+/// Where sandbox calls (and the splice forwards after them) run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// On the decoding thread: the batch waits for each call.
+    Serial,
+    /// On this many worker threads, while the batch goes on decoding.
+    Workers(usize),
+}
+
+/// The sandbox a group's paths use.
+#[derive(Debug, Clone, Copy)]
+pub struct Tools<'a> {
+    /// The warm pool sessions come from (`None`: code blocks get an error back).
+    pub sandbox: Option<&'a Sandbox>,
+    /// The prompt's image files, attached read-only to each session.
+    pub inputs: &'a [PathBuf],
+}
+
+/// One path of the group and what it needs next.
+struct Member<'c> {
+    index: usize,
+    path: Path<'c>,
+    session: Option<Session>,
+    action: Action,
+}
+
+/// A path out of the batch, with its own cache row.
+struct Away<'c, B: Backend> {
+    member: Member<'c>,
+    cache: KvCache<B>,
+}
+
+/// What comes back from a worker.
+enum Back<'c, B: Backend> {
+    /// Ready to rejoin (or finished, with its cache dropped).
+    Member(Away<'c, B>),
+    /// The work panicked: the path is lost.
+    Lost(usize, String),
+}
+
+/// Run `size` paths from `prompt`, path `g` seeded by [`trajectory_seed`]. Results are in path
+/// order.
+pub fn run_group<'c, B: Backend>(
     model: &Qwen25VL<B>,
-    ctx: &Context<'_>,
+    ctx: &'c Context<'c>,
     prompt: &Prompt,
-    sandbox: Option<&Sandbox>,
-    inputs: &[PathBuf],
+    tools: Tools<'_>,
     id: GroupId,
     size: usize,
-    threads: usize,
+    overlap: Overlap,
 ) -> Vec<Trajectory>
 where
     Qwen25VL<B>: Sync,
 {
-    let failed = |e: String| Trajectory::failed(prompt.clone(), e);
-    let (cache, logits) = match PolicyDecoder::prefill(model, &prompt.tokens, &prompt.images) {
+    let paths = (0..size)
+        .map(|g| {
+            let seed = trajectory_seed(id.run_seed, id.step, id.prompt, g as u64);
+            Path::new(ctx, prompt.clone(), Rng::new(seed))
+        })
+        .collect();
+    run_paths(model, prompt, tools, id, paths, overlap)
+}
+
+/// Run paths that all start from `prompt` (made with [`Path::new`], perhaps with forced
+/// tokens) as one group. Results are in the order given.
+pub fn run_paths<'c, B: Backend>(
+    model: &Qwen25VL<B>,
+    prompt: &Prompt,
+    tools: Tools<'_>,
+    id: GroupId,
+    paths: Vec<Path<'c>>,
+    overlap: Overlap,
+) -> Vec<Trajectory>
+where
+    Qwen25VL<B>: Sync,
+{
+    let size = paths.len();
+    let (prompt_cache, logits) = match PolicyDecoder::prefill(model, &prompt.tokens, &prompt.images)
+    {
         Ok(p) => p,
-        Err(e) => return (0..size).map(|_| failed(e.clone())).collect(),
+        Err(e) => {
+            return (0..size)
+                .map(|_| Trajectory::failed(prompt.clone(), e.clone()))
+                .collect();
+        }
     };
-    let run_path = |path: usize| {
-        let seed = trajectory_seed(id.run_seed, id.step, id.prompt, path as u64);
-        let mut rng = Rng::new(seed);
-        let mut decoder = PolicyDecoder::with_prompt(model, cache.clone(), logits.clone());
-        let name = format!("s{}-p{}-g{path}", id.step, id.prompt);
-        let mut session = match sandbox.map(|s| s.session(&name, inputs)).transpose() {
-            Ok(s) => s,
-            Err(e) => return failed(format!("sandbox session: {e}")),
+    let members: Vec<Member<'c>> = paths
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut path)| {
+            let action = path.next(logits.clone());
+            Member {
+                index,
+                path,
+                session: None,
+                action,
+            }
+        })
+        .collect();
+    let mut batch = Batch {
+        model,
+        prompt,
+        cache: (size > 0).then(|| prompt_cache.repeat(size)),
+        members,
+        out: (0..size).map(|_| None).collect(),
+    };
+    let session_name = |index: usize| format!("s{}-p{}-g{index}", id.step, id.prompt);
+    let work = |away: Away<'c, B>| off_batch(model, tools, &session_name, away);
+    match overlap {
+        Overlap::Serial => batch.decode(|away| Some(guarded(&work, away)), None),
+        Overlap::Workers(n) => {
+            let (jobs, job_rx) = channel::unbounded::<Away<'c, B>>();
+            let (done_tx, done_rx) = channel::unbounded();
+            std::thread::scope(|scope| {
+                for _ in 0..n.clamp(1, size.max(1)) {
+                    let (job_rx, done_tx, work) = (job_rx.clone(), done_tx.clone(), &work);
+                    scope.spawn(move || {
+                        for away in job_rx {
+                            if done_tx.send(guarded(work, away)).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                drop(done_tx);
+                let send = |away: Away<'c, B>| match jobs.send(away) {
+                    Ok(()) => None,
+                    // No worker is left: do the work here.
+                    Err(e) => Some(guarded(&work, e.into_inner())),
+                };
+                batch.decode(send, Some(&done_rx));
+                drop(jobs);
+            });
+        }
+    }
+    batch.finish()
+}
+
+/// Do what a path out of the batch needs until it can rejoin (its next action is one token
+/// to feed) or it is finished: sandbox calls, splice forwards, rewinds.
+fn off_batch<'c, B: Backend>(
+    model: &Qwen25VL<B>,
+    tools: Tools<'_>,
+    session_name: &dyn Fn(usize) -> String,
+    mut away: Away<'c, B>,
+) -> Away<'c, B> {
+    let m = &mut away.member;
+    loop {
+        m.action = match std::mem::replace(&mut m.action, Action::Done) {
+            Action::Run(code) => {
+                if m.session.is_none()
+                    && let Some(sandbox) = tools.sandbox
+                {
+                    match sandbox.session(&session_name(m.index), tools.inputs) {
+                        Ok(s) => m.session = Some(s),
+                        Err(e) => {
+                            m.action = m.path.fail(format!("sandbox session: {e}"));
+                            continue;
+                        }
+                    }
+                }
+                m.path.spliced(execute(code, m.session.as_mut()))
+            }
+            Action::Feed(tokens, images) if tokens.len() > 1 || !images.is_empty() => {
+                match feed(model, &mut away.cache, &tokens, &images) {
+                    Ok(logits) => m.path.next(logits),
+                    Err(e) => m.path.fail(e),
+                }
+            }
+            Action::Rewind(keep) => {
+                away.cache.rewind(0, keep);
+                m.path.resume()
+            }
+            action @ (Action::Feed(..) | Action::Done) => {
+                m.action = action;
+                return away;
+            }
         };
-        trajectory::run(
-            &mut decoder,
-            ctx,
-            prompt.clone(),
-            session.as_mut(),
-            &mut rng,
-        )
-    };
-    let threads = threads.clamp(1, size.max(1));
-    let mut out: Vec<Option<Trajectory>> = (0..size).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let chunks: Vec<Vec<usize>> = (0..threads)
-            .map(|w| (w..size).step_by(threads).collect())
-            .collect();
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|paths| {
-                let run_path = &run_path;
-                scope.spawn(move || {
-                    paths
-                        .into_iter()
-                        .map(|p| (p, run_path(p)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for h in handles {
-            // A panicked worker leaves its paths empty: they become failed trajectories below.
-            if let Ok(done) = h.join() {
-                for (p, t) in done {
-                    out[p] = Some(t);
+    }
+}
+
+/// `work`, with a panic turned into the loss of that one path.
+fn guarded<'c, B: Backend>(
+    work: &impl Fn(Away<'c, B>) -> Away<'c, B>,
+    away: Away<'c, B>,
+) -> Back<'c, B> {
+    let index = away.member.index;
+    match catch_unwind(AssertUnwindSafe(|| work(away))) {
+        Ok(a) => Back::Member(a),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            Back::Lost(index, format!("the path's work panicked: {why}"))
+        }
+    }
+}
+
+/// The paths decoding together, their cache (rows in member order) and the finished.
+struct Batch<'c, 'm, B: Backend> {
+    model: &'m Qwen25VL<B>,
+    prompt: &'m Prompt,
+    cache: Option<KvCache<B>>,
+    members: Vec<Member<'c>>,
+    out: Vec<Option<Trajectory>>,
+}
+
+impl<'c, B: Backend> Batch<'c, '_, B> {
+    /// Decode until every path is finished. A path leaving the batch goes to `send`, which
+    /// does its work at once and hands it back (serial), or queues it for the workers, whose
+    /// `returns` are taken between steps and waited for when no path is left to decode.
+    fn decode(
+        &mut self,
+        mut send: impl FnMut(Away<'c, B>) -> Option<Back<'c, B>>,
+        returns: Option<&channel::Receiver<Back<'c, B>>>,
+    ) {
+        let mut away = 0usize;
+        let mut back: Vec<Back<'c, B>> = Vec::new();
+        loop {
+            for leaving in self.settle() {
+                match send(leaving) {
+                    Some(b) => back.push(b),
+                    None => away += 1,
+                }
+            }
+            if let Some(rx) = returns {
+                back.extend(rx.try_iter().inspect(|_| away -= 1));
+            }
+            if self.members.is_empty() && back.is_empty() {
+                match returns.filter(|_| away > 0).and_then(|rx| rx.recv().ok()) {
+                    Some(b) => {
+                        away -= 1;
+                        back.push(b);
+                    }
+                    // Nothing left (or the workers are gone: their paths count as lost).
+                    None => return,
+                }
+            }
+            if back.is_empty() {
+                self.step();
+            } else {
+                self.rejoin(std::mem::take(&mut back));
+            }
+        }
+    }
+
+    /// Carry out what the members need short of decoding: rewinds in place; finished paths
+    /// out; paths needing a splice or a sandbox call out of the batch (returned).
+    fn settle(&mut self) -> Vec<Away<'c, B>> {
+        let mut stay = Vec::new();
+        let mut leave = Vec::new();
+        for (row, m) in self.members.iter_mut().enumerate() {
+            while let Action::Rewind(keep) = m.action {
+                if let Some(c) = self.cache.as_mut() {
+                    c.rewind(row, keep);
+                }
+                m.action = m.path.resume();
+            }
+            match &m.action {
+                Action::Feed(tokens, images) if tokens.len() == 1 && images.is_empty() => {
+                    stay.push(row);
+                }
+                _ => leave.push(row),
+            }
+        }
+        if leave.is_empty() {
+            return Vec::new();
+        }
+        let cache = self.cache.take();
+        let mut members: Vec<Option<Member<'c>>> = self.members.drain(..).map(Some).collect();
+        let mut away = Vec::new();
+        for &row in &leave {
+            let Some(m) = members[row].take() else {
+                continue;
+            };
+            match (&m.action, &cache) {
+                (Action::Done, _) | (_, None) => self.out[m.index] = Some(m.path.finish()),
+                (_, Some(c)) => away.push(Away {
+                    member: m,
+                    cache: c.select(&[row]),
+                }),
+            }
+        }
+        self.members = members.into_iter().flatten().collect();
+        self.cache = cache.filter(|_| !stay.is_empty()).map(|c| c.select(&stay));
+        away
+    }
+
+    /// Paths back from their work join the batch (rows at the end); finished ones go out.
+    fn rejoin(&mut self, back: Vec<Back<'c, B>>) {
+        let mut parts: Vec<KvCache<B>> = self.cache.take().into_iter().collect();
+        for b in back {
+            match b {
+                Back::Lost(index, why) => {
+                    self.out[index] = Some(Trajectory::failed(self.prompt.clone(), why));
+                }
+                Back::Member(a) if matches!(a.member.action, Action::Done) => {
+                    self.out[a.member.index] = Some(a.member.path.finish());
+                }
+                Back::Member(a) => {
+                    parts.push(a.cache);
+                    self.members.push(a.member);
                 }
             }
         }
-    });
-    out.into_iter()
-        .map(|t| t.unwrap_or_else(|| failed("the path's worker panicked".into())))
-        .collect()
+        self.cache = match parts.len() {
+            0 | 1 => parts.pop(),
+            _ => match KvCache::stack(parts) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    // Only empty caches cannot be stacked, and every path has its prompt.
+                    for mut m in self.members.drain(..) {
+                        m.path.fail(format!("joining the decode batch: {e}"));
+                        self.out[m.index] = Some(m.path.finish());
+                    }
+                    None
+                }
+            },
+        };
+    }
+
+    /// One decode step: every member feeds its one token, in one forward; each samples its
+    /// next. Should the model refuse the batch, each row is fed alone so that only the
+    /// offending path fails.
+    fn step(&mut self) {
+        let Some(mut cache) = self.cache.take() else {
+            return;
+        };
+        let tokens: Vec<Vec<u32>> = self
+            .members
+            .iter()
+            .map(|m| match &m.action {
+                Action::Feed(tokens, _) => tokens.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let rows: Vec<Row<B>> = tokens.iter().cloned().map(Row::text).collect();
+        let before = cache.clone();
+        let logits = self
+            .model
+            .forward(&rows, &mut cache)
+            .map_err(|e| e.to_string())
+            .and_then(last_logits);
+        match logits {
+            Ok(logits) => {
+                for (m, l) in self.members.iter_mut().zip(logits) {
+                    m.action = m.path.next(l);
+                }
+                self.cache = Some(cache);
+            }
+            Err(_) => {
+                let mut parts = Vec::new();
+                for (row, m) in self.members.iter_mut().enumerate() {
+                    let mut alone = before.select(&[row]);
+                    m.action = match feed(self.model, &mut alone, &tokens[row], &[]) {
+                        Ok(l) => {
+                            parts.push(alone);
+                            m.path.next(l)
+                        }
+                        Err(e) => m.path.fail(e),
+                    };
+                }
+                let (ok, failed): (Vec<_>, Vec<_>) = self
+                    .members
+                    .drain(..)
+                    .partition(|m| !matches!(m.action, Action::Done));
+                for m in failed {
+                    self.out[m.index] = Some(m.path.finish());
+                }
+                self.members = ok;
+                self.cache = KvCache::stack(parts).ok();
+            }
+        }
+    }
+
+    /// The trajectories in path order; a path lost on the way is a failed trajectory.
+    fn finish(self) -> Vec<Trajectory> {
+        let prompt = self.prompt;
+        self.out
+            .into_iter()
+            .map(|t| {
+                t.unwrap_or_else(|| Trajectory::failed(prompt.clone(), "the path was lost".into()))
+            })
+            .collect()
+    }
 }

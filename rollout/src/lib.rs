@@ -1,10 +1,13 @@
-//! Rollout: turning prompts into groups of trajectories. So far the sampling engine (seeded
-//! per trajectory, HF's logits processors in HF's order, log-probs at temperature 1) and the
-//! stop-string matcher over decoded text; the trajectory driver follows (issue 5).
+//! Rollout: turning prompts into groups of trajectories. Sampling (seeded per trajectory, HF's
+//! logits processors in HF's order, log-probs at temperature 1), stop strings matched over
+//! decoded text, one trajectory's rules as a state machine ([`path`]), run alone
+//! ([`trajectory::run`]) or as a group decoding in one batch with sandbox calls overlapped
+//! ([`group`]), and a readable trace.
 #![deny(missing_docs)]
 
 pub mod decoder;
 pub mod group;
+pub mod path;
 pub mod prompt;
 pub mod sampling;
 pub mod stop;
@@ -12,7 +15,8 @@ pub mod trace;
 pub mod trajectory;
 
 pub use decoder::{Decoder, PolicyDecoder};
-pub use group::{GroupId, run_group};
+pub use group::{GroupId, Overlap, Tools, run_group, run_paths};
+pub use path::{Action, Executed, Path};
 pub use sampling::{Pick, SamplingConfig, trajectory_seed};
 pub use stop::{ChunkText, StopStrings};
 pub use trajectory::{Context, Finish, Prompt, RolloutConfig, Trajectory};

@@ -3,15 +3,15 @@
 //! as tokens (`<sandbox_output>` … `</sandbox_output>`, images as vision tokens) into the same
 //! turn. Every token carries a loss-mask bit and, when sampled, its log-prob.
 
+use policy::ChatTokenizer;
 use policy::processor::{PreparedImage, ProcessorConfig};
-use policy::rng::Rng;
-use policy::{ChatTokenizer, prepare};
 use sandbox::{SandboxOutput, Session};
 use serde::{Deserialize, Serialize};
 
 use crate::decoder::Decoder;
+use crate::path::{Action, Path, execute};
 use crate::sampling::SamplingConfig;
-use crate::stop::{ChunkText, StopStrings};
+use crate::stop::StopStrings;
 
 /// The rules of one trajectory; the defaults are Thyme's.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -171,255 +171,32 @@ pub struct Context<'a> {
     pub eos: &'a [u32],
 }
 
-/// Run one trajectory from `prompt`. Failures stay in this trajectory: they end it with
-/// [`Finish::Error`] and the error text.
+/// Run one path alone (a group batches its paths instead, with the same rules). Failures stay
+/// in this trajectory: they end it with [`Finish::Error`] and the error text.
 pub fn run<D: Decoder>(
     decoder: &mut D,
-    ctx: &Context<'_>,
-    prompt: Prompt,
+    mut path: Path<'_>,
     mut session: Option<&mut Session>,
-    rng: &mut Rng,
 ) -> Trajectory {
-    let mut t = Trajectory::from_prompt(prompt);
-    let fail = |t: &mut Trajectory, e: String| {
-        t.finish = Finish::Error;
-        t.error = Some(e);
+    let t = path.trajectory();
+    let mut action = match decoder.start(&t.tokens, &t.images) {
+        Ok(logits) => path.next(logits),
+        Err(e) => path.fail(e),
     };
-    let mut logits = match decoder.start(&t.tokens, &t.images) {
-        Ok(l) => l,
-        Err(e) => {
-            fail(&mut t, e);
-            return t;
-        }
-    };
-    let cfg = ctx.config;
-    let mut in_code = false;
-    while t.rounds < cfg.max_rounds {
-        t.rounds += 1;
-        let temperature = if in_code {
-            cfg.sampling.code_temperature
-        } else {
-            cfg.sampling.temperature
-        };
-        let before = (
-            t.tokens.len(),
-            t.text.len(),
-            decoder.snapshot(),
-            logits.clone(),
-        );
-        let mut chunk = ChunkText::new();
-        let mut stop: Option<&str> = None;
-        let mut sampled = 0;
-        let mut ended_turn = false;
-        while stop.is_none() {
-            if sampled == cfg.max_call_tokens
-                || t.tokens.len() - t.prompt_len >= cfg.max_total_tokens
-            {
-                t.finish = Finish::Length;
-                t.text.push_str(chunk.text());
-                return t;
+    loop {
+        action = match action {
+            Action::Feed(tokens, images) => match decoder.append(&tokens, &images) {
+                Ok(logits) => path.next(logits),
+                Err(e) => path.fail(e),
+            },
+            Action::Run(code) => path.spliced(execute(code, session.as_deref_mut())),
+            Action::Rewind(keep) => {
+                decoder.rewind(keep);
+                path.resume()
             }
-            let pick = cfg.sampling.pick(&logits, &t.tokens, temperature, rng);
-            t.tokens.push(pick.token);
-            t.mask.push(1);
-            t.logprobs.push(pick.logprob);
-            sampled += 1;
-            stop = match chunk.push(ctx.tokenizer, ctx.stops, pick.token) {
-                Ok(s) => s,
-                Err(e) => {
-                    fail(&mut t, e.to_string());
-                    return t;
-                }
-            };
-            if ctx.eos.contains(&pick.token) {
-                ended_turn = true;
-                break;
-            }
-            if stop.is_none() {
-                logits = match decoder.append(&[pick.token], &[]) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        fail(&mut t, e);
-                        return t;
-                    }
-                };
-            }
-        }
-        t.text.push_str(chunk.text());
-        if ended_turn || matches!(stop, Some("<|im_end|>" | "<|endoftext|>")) {
-            t.finish = Finish::Eos;
-            return t;
-        }
-        if stop == Some("</answer>") {
-            t.finish = Finish::Answer;
-            return t;
-        }
-        if is_repetitive(&t.text) {
-            // Drop the chunk: back to the state before it.
-            let (tokens, text, snapshot, saved) = before;
-            t.tokens.truncate(tokens);
-            t.mask.truncate(tokens);
-            t.logprobs.truncate(tokens);
-            t.text.truncate(text);
-            decoder.restore(snapshot);
-            logits = saved;
-            t.dropped_chunks += 1;
-            continue;
-        }
-        // The last sampled token is not in the cache yet.
-        let last = t.tokens[t.tokens.len() - 1];
-        let (splice, images) = match stop {
-            Some("<code>") => {
-                in_code = true;
-                (vec![last], Vec::new())
-            }
-            Some("</code>") => {
-                in_code = false;
-                let outcome = execute(&mut t, session.as_deref_mut());
-                let timed_out = outcome.timed_out;
-                match splice_tokens(&mut t, ctx, outcome) {
-                    Ok((ids, images)) => {
-                        let mut all = vec![last];
-                        all.extend(ids);
-                        if timed_out {
-                            t.finish = Finish::SandboxTimeout;
-                            return t;
-                        }
-                        (all, images)
-                    }
-                    Err(e) => {
-                        fail(&mut t, e);
-                        return t;
-                    }
-                }
-            }
-            _ => (vec![last], Vec::new()),
-        };
-        logits = match decoder.append(&splice, &images) {
-            Ok(l) => l,
-            Err(e) => {
-                fail(&mut t, e);
-                return t;
-            }
+            Action::Done => return path.finish(),
         };
     }
-    t.finish = Finish::RoundCap;
-    t
-}
-
-struct Outcome {
-    output: SandboxOutput,
-    timed_out: bool,
-}
-
-/// Run the block that just closed in the session (or report that there is none).
-fn execute(t: &mut Trajectory, session: Option<&mut Session>) -> Outcome {
-    let start = t.text.rfind("<code>").unwrap_or(0);
-    let block = t.text[start..].to_string();
-    let (output, timed_out, elapsed_ms) = match session {
-        Some(s) => {
-            let exec = s.run_block(&block);
-            let timed_out = exec
-                .error
-                .as_ref()
-                .is_some_and(|e| e.kind == sandbox::ErrorKind::Timeout);
-            let out = exec.sandbox_output(s.id());
-            (out, timed_out, exec.elapsed.as_secs_f64() * 1e3)
-        }
-        None => {
-            let prefix = sandbox::error_prefix("rollout");
-            let out = SandboxOutput::Error(format!("{prefix} no sandbox for this trajectory"));
-            (out, false, 0.0)
-        }
-    };
-    t.blocks.push(Block {
-        code: block,
-        output: output.clone(),
-        elapsed_ms,
-    });
-    Outcome { output, timed_out }
-}
-
-/// The ids (and images) of `<sandbox_output>` … `</sandbox_output>` for an outcome, recorded in
-/// the trajectory with mask 0.
-fn splice_tokens(
-    t: &mut Trajectory,
-    ctx: &Context<'_>,
-    outcome: Outcome,
-) -> Result<(Vec<u32>, Vec<PreparedImage>), String> {
-    let mut text = String::from("<sandbox_output>");
-    let mut images = Vec::new();
-    let mut kept = Vec::new();
-    match &outcome.output {
-        SandboxOutput::Text(s) | SandboxOutput::Error(s) => text.push_str(s),
-        SandboxOutput::Images(list) => {
-            for img in list {
-                match admit(img, ctx, t.images.len() + images.len()) {
-                    Ok((prepared, bytes)) => {
-                        text.push_str(&ctx.tokenizer.image_placeholder(prepared.grid_thw));
-                        kept.push((bytes, img.width, img.height));
-                        images.push(prepared);
-                    }
-                    Err(e) => text.push_str(&format!("{} {e}", sandbox::error_prefix("rollout"))),
-                }
-            }
-        }
-    }
-    text.push_str("</sandbox_output>");
-    let ids = ctx.tokenizer.encode(&text).map_err(|e| e.to_string())?;
-    let base = t.tokens.len();
-    let pad = ctx.tokenizer.special().image_pad;
-    let mut starts = ids
-        .iter()
-        .enumerate()
-        .filter(|(i, id)| **id == pad && (*i == 0 || ids[i - 1] != pad))
-        .map(|(i, _)| base + i);
-    for (bytes, width, height) in kept {
-        let at = starts.next().unwrap_or(base);
-        t.kept_images.push(KeptImage {
-            bytes,
-            width,
-            height,
-            at,
-        });
-    }
-    t.tokens.extend(&ids);
-    t.mask.extend(std::iter::repeat_n(0, ids.len()));
-    t.logprobs.extend(std::iter::repeat_n(0.0, ids.len()));
-    t.text.push_str(&text);
-    t.images.extend(images.iter().cloned());
-    Ok((ids, images))
-}
-
-/// Check a returned image against the caps and preprocess it.
-fn admit(
-    img: &sandbox::OutputImage,
-    ctx: &Context<'_>,
-    held: usize,
-) -> Result<(PreparedImage, Vec<u8>), String> {
-    if held >= ctx.config.max_images {
-        return Err(format!(
-            "image {} refused: the trajectory already has {held} images",
-            img.guest_path
-        ));
-    }
-    let (w, h) = (f64::from(img.width.max(1)), f64::from(img.height.max(1)));
-    if w.max(h) / w.min(h) > ctx.config.max_aspect_ratio {
-        return Err(format!(
-            "image {} refused: aspect ratio {:.0} is over {}",
-            img.guest_path,
-            w.max(h) / w.min(h),
-            ctx.config.max_aspect_ratio
-        ));
-    }
-    let bytes = std::fs::read(&img.host_path).map_err(|e| format!("{}: {e}", img.guest_path))?;
-    let rgb = image::load_from_memory(&bytes)
-        .map_err(|e| format!("{}: {e}", img.guest_path))?
-        .to_rgb8();
-    let (iw, ih) = rgb.dimensions();
-    let prepared = prepare(rgb.as_raw(), ih as usize, iw as usize, ctx.processor)
-        .map_err(|e| format!("{}: {e}", img.guest_path))?;
-    Ok((prepared, bytes))
 }
 
 /// Thyme's repetition guard: some substring, repeated back to back, covers more than 30 % of

@@ -2,41 +2,15 @@
 //! such — the tiny random policy never writes code on its own) against the real sandbox, and by
 //! the real tiny policy for replay and log-prob agreement.
 
-use std::sync::LazyLock;
+mod common;
 
-use burn::backend::Flex;
-use policy::checkpoint::Checkpoint;
-use policy::processor::{PreparedImage, ProcessorConfig};
+use common::{SANDBOX, TINY, logprob_gap, prompt, tiny_ctx};
+use policy::ChatTokenizer;
+use policy::processor::PreparedImage;
 use policy::rng::Rng;
-use policy::{ChatTokenizer, Message, Qwen25VL, Role, Row, token_logprobs};
 use rollout::trajectory::{self, is_repetitive};
-use rollout::{Context, Decoder, Finish, PolicyDecoder, Prompt, RolloutConfig, StopStrings};
-use sandbox::{Limits, Sandbox, SandboxConfig, SandboxOutput};
-
-static SANDBOX: LazyLock<Sandbox> = LazyLock::new(|| {
-    let config = SandboxConfig {
-        limits: Limits {
-            timeout_s: 3.0,
-            ..Limits::default()
-        },
-        pool_size: 1,
-        ..SandboxConfig::default()
-    };
-    Sandbox::new(config).unwrap_or_else(|e| panic!("the sandbox must start: {e}"))
-});
-
-static TINY: LazyLock<(Qwen25VL<Flex>, ChatTokenizer, ProcessorConfig, Vec<u32>)> =
-    LazyLock::new(|| {
-        let ckpt = Checkpoint::load(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../policy/tests/fixtures/tiny"
-        ))
-        .expect("fixture");
-        let processor = ckpt.processor.clone();
-        let eos = ckpt.config.tokens.eos.clone();
-        let (model, tok, _) = ckpt.build::<Flex>(&Default::default()).expect("build");
-        (model, tok, processor, eos)
-    });
+use rollout::{Decoder, Finish, Path, PolicyDecoder, RolloutConfig, StopStrings};
+use sandbox::SandboxOutput;
 
 /// The scripted policy stand-in: whatever it is fed, its logits put all the mass on the next
 /// token of a fixed script (then on `<|im_end|>`).
@@ -67,40 +41,13 @@ impl ScriptedPolicyStandIn {
 }
 
 impl Decoder for ScriptedPolicyStandIn {
-    type Snapshot = ();
     fn start(&mut self, _: &[u32], _: &[PreparedImage]) -> Result<Vec<f32>, String> {
         Ok(self.logits())
     }
     fn append(&mut self, _: &[u32], _: &[PreparedImage]) -> Result<Vec<f32>, String> {
         Ok(self.logits())
     }
-    fn snapshot(&self) {}
-    fn restore(&mut self, (): ()) {}
-}
-
-/// A context over the tiny model's tokenizer and processor.
-fn tiny_ctx<'a>(config: &'a RolloutConfig, stops: &'a StopStrings) -> Context<'a> {
-    let (_, tok, processor, eos) = &*TINY;
-    Context {
-        tokenizer: tok,
-        processor,
-        config,
-        stops,
-        eos,
-    }
-}
-
-fn prompt(tok: &ChatTokenizer) -> Prompt {
-    let tokens = tok
-        .chat(
-            &[Message::text(Role::User, "What is six times seven?")],
-            true,
-        )
-        .expect("prompt");
-    Prompt {
-        tokens,
-        images: Vec::new(),
-    }
+    fn rewind(&mut self, _: usize) {}
 }
 
 fn scripted(text: &str, config: RolloutConfig) -> rollout::Trajectory {
@@ -109,13 +56,8 @@ fn scripted(text: &str, config: RolloutConfig) -> rollout::Trajectory {
     let ctx = tiny_ctx(&config, &stops);
     let mut session = SANDBOX.session("traj", &[]).expect("session");
     let mut stand_in = ScriptedPolicyStandIn::new(tok, text);
-    trajectory::run(
-        &mut stand_in,
-        &ctx,
-        prompt(tok),
-        Some(&mut session),
-        &mut Rng::new(1),
-    )
+    let path = Path::new(&ctx, prompt(tok), Rng::new(1));
+    trajectory::run(&mut stand_in, path, Some(&mut session))
 }
 
 /// Every mask-1 token was sampled (it is the script's), every mask-0 completion token is the
@@ -271,7 +213,11 @@ fn tiny_run(seed: u64) -> rollout::Trajectory {
     let stops = StopStrings::thyme();
     let ctx = tiny_ctx(&config, &stops);
     let mut decoder = PolicyDecoder::new(model);
-    trajectory::run(&mut decoder, &ctx, prompt(tok), None, &mut Rng::new(seed))
+    trajectory::run(
+        &mut decoder,
+        Path::new(&ctx, prompt(tok), Rng::new(seed)),
+        None,
+    )
 }
 
 #[test]
@@ -288,74 +234,7 @@ fn the_same_seed_replays_the_same_trajectory() {
 fn recorded_logprobs_equal_a_fresh_full_forward() {
     let (model, _, _, _) = &*TINY;
     let t = tiny_run(9);
-    let n = t.tokens.len();
-    let logits = model
-        .forward_full(&[Row::text(t.tokens[..n - 1].to_vec())])
-        .expect("forward");
-    let targets: Vec<i64> = t.tokens[1..].iter().map(|&x| i64::from(x)).collect();
-    let targets = burn::tensor::Tensor::<Flex, 2, burn::tensor::Int>::from_data(
-        burn::tensor::TensorData::new(targets, [1, n - 1]),
-        &Default::default(),
-    );
-    let fresh = token_logprobs(logits, targets)
-        .into_data()
-        .into_vec::<f32>()
-        .expect("f32");
-    let mut worst = 0.0f32;
-    for i in t.prompt_len..n {
-        if t.mask[i] == 1 {
-            worst = worst.max((fresh[i - 1] - t.logprobs[i]).abs());
-        }
-    }
     assert!(t.mask.iter().filter(|&&m| m == 1).count() > 10);
+    let worst = logprob_gap(model, &t);
     assert!(worst <= 1e-5, "old vs fresh log-probs: {worst:e}");
-}
-
-/// A group shares one prompt forward; each path equals the same trajectory run alone with its
-/// seed, whatever the number of worker threads; the trace has a line per path.
-#[test]
-fn group_paths_replay_alone_and_threads_do_not_matter() {
-    use rollout::{GroupId, run_group, trajectory_seed};
-    let (model, tok, _, _) = &*TINY;
-    let config = RolloutConfig {
-        max_total_tokens: 24,
-        ..Default::default()
-    };
-    let stops = StopStrings::thyme();
-    let ctx = tiny_ctx(&config, &stops);
-    let id = GroupId {
-        run_seed: 3,
-        step: 2,
-        prompt: 17,
-    };
-    let p = prompt(tok);
-    let two = run_group(model, &ctx, &p, Some(&*SANDBOX), &[], id, 4, 2);
-    let one = run_group(model, &ctx, &p, Some(&*SANDBOX), &[], id, 4, 1);
-    assert_eq!(two.len(), 4);
-    for (a, b) in two.iter().zip(&one) {
-        assert_eq!(a.tokens, b.tokens);
-        assert_eq!(a.logprobs, b.logprobs);
-    }
-    let mut decoder = PolicyDecoder::new(model);
-    let mut rng = Rng::new(trajectory_seed(3, 2, 17, 1));
-    let alone = trajectory::run(&mut decoder, &ctx, p.clone(), None, &mut rng);
-    assert_eq!(alone.tokens, two[1].tokens);
-    assert_ne!(two[0].tokens, two[1].tokens);
-
-    let dir = tempfile::tempdir().expect("tmp");
-    let trace = rollout::trace::append_group(dir.path(), id, &two, tok).expect("trace");
-    let text = std::fs::read_to_string(trace).expect("read");
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
-    assert_eq!(lines.len(), 4);
-    assert_eq!(lines[1]["path"], 1);
-    assert_eq!(lines[1]["completion_tokens"], 24);
-    assert!(
-        lines[1]["prompt"]
-            .as_str()
-            .expect("prompt")
-            .contains("six times seven")
-    );
 }

@@ -8,7 +8,9 @@ use burn::backend::Flex;
 use clap::Args;
 use policy::Checkpoint;
 use rollout::prompt::{PromptImage, messages};
-use rollout::{Context, Finish, GroupId, Prompt, RolloutConfig, StopStrings, run_group};
+use rollout::{
+    Context, Finish, GroupId, Overlap, Prompt, RolloutConfig, StopStrings, Tools, run_group,
+};
 use sandbox::{Sandbox, SandboxConfig};
 
 /// Arguments of `trainer rollout`.
@@ -35,9 +37,9 @@ pub struct RolloutArgs {
     /// Text temperature.
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
-    /// Worker threads for the paths.
+    /// Threads running sandbox calls while the batch decodes (0: the batch waits for each).
     #[arg(long, default_value_t = 2)]
-    threads: usize,
+    sandbox_workers: usize,
     /// Where the trace (`trace.jsonl`) and returned images go.
     #[arg(long, default_value = "runs/rollout")]
     out: PathBuf,
@@ -97,11 +99,16 @@ pub fn run(args: &RolloutArgs) -> Result<()> {
         &model,
         &ctx,
         &prompt,
-        Some(&sandbox),
-        &args.images,
+        Tools {
+            sandbox: Some(&sandbox),
+            inputs: &args.images,
+        },
         id,
         args.group,
-        args.threads,
+        match args.sandbox_workers {
+            0 => Overlap::Serial,
+            n => Overlap::Workers(n),
+        },
     );
     let seconds = started.elapsed().as_secs_f64();
     let trace = rollout::trace::append_group(&args.out, id, &group, &tokenizer)

@@ -128,7 +128,10 @@ impl<B: Backend> KvCache<B> {
         let mut positions = Vec::with_capacity(rows);
         for p in &parts {
             for r in 0..p.rows() {
-                let mut row = p.padding.as_ref().map_or(vec![false; p.len], |m| m[r].clone());
+                let mut row = p
+                    .padding
+                    .as_ref()
+                    .map_or(vec![false; p.len], |m| m[r].clone());
                 row.resize(len, true);
                 padding.push(row);
             }
@@ -224,7 +227,10 @@ impl<B: Backend> KvCache<B> {
                 self.layers.iter_mut().for_each(|l| *l = None);
             } else {
                 self.map_layers(|t| {
-                    let i = Tensor::<B, 1, Int>::from_data(TensorData::new(ids.clone(), [n]), &t.device());
+                    let i = Tensor::<B, 1, Int>::from_data(
+                        TensorData::new(ids.clone(), [n]),
+                        &t.device(),
+                    );
                     t.select(2, i)
                 });
             }

@@ -196,9 +196,12 @@ impl<B: Backend> Qwen25VL<B> {
         let device = self.text.device();
         let rope = self.rope.tables::<B>(&ids, &device);
         let mask = cache.mask(seq, &device);
-        let hidden =
-            self.text
-                .hidden(Tensor::stack(embeds, 0), &rope, mask.as_ref(), &mut cache.layers);
+        let hidden = self.text.hidden(
+            Tensor::stack(embeds, 0),
+            &rope,
+            mask.as_ref(),
+            &mut cache.layers,
+        );
         cache.positions = positions;
         cache.grow(seq);
         Ok(hidden)

@@ -7,7 +7,7 @@ mod fixtures;
 mod logprobs;
 mod parity;
 mod positions;
-mod ragged;
 mod preprocess;
+mod ragged;
 mod tokenizer;
 mod training;

@@ -14,7 +14,13 @@ fn alone(model: &Qwen25VL<B>, cache: &KvCache<B>, steps: &[u32]) -> Vec<Vec<f32>
     let mut cache = cache.clone();
     steps
         .iter()
-        .map(|&t| values(model.forward(&[Row::text(vec![t])], &mut cache).expect("step")))
+        .map(|&t| {
+            values(
+                model
+                    .forward(&[Row::text(vec![t])], &mut cache)
+                    .expect("step"),
+            )
+        })
         .collect()
 }
 
@@ -66,8 +72,15 @@ fn rows_of_different_lengths_decode_together_as_they_do_alone() {
 
     // Row 1 taken out alone: its padding columns go, and it continues as it would alone.
     let mut taken = batch.select(&[1]);
-    assert_eq!((taken.rows(), taken.len(), taken.is_padded()), (1, 6, false));
-    let next = values(model.forward(&[Row::text(vec![61])], &mut taken).expect("taken"));
+    assert_eq!(
+        (taken.rows(), taken.len(), taken.is_padded()),
+        (1, 6, false)
+    );
+    let next = values(
+        model
+            .forward(&[Row::text(vec![61])], &mut taken)
+            .expect("taken"),
+    );
     let expected = alone(&model, &short, &[50, 60, 61]);
     assert!(max_diff(&next, &expected[2]) <= CACHE_TOL);
 
