@@ -232,6 +232,7 @@ def config_fixture():
     model.save_pretrained(out)
     tok = train_tokenizer()
     tok.save(str(out / "tokenizer.json"))
+    processor_fixture()
     # The embedded default (random weights from a seed on the Rust side) is the same config
     # and tokenizer.
     assets = HERE.parent / "assets" / "tiny"
@@ -241,6 +242,15 @@ def config_fixture():
     tokenizer_fixture(tok)
     print("tiny model:", out)
     return model
+
+
+def processor_fixture():
+    """tiny/preprocessor_config.json: images at most 224x224 (64 vision tokens), as the
+    embedded tiny default (`ProcessorConfig::tiny`)."""
+    from transformers import Qwen2VLImageProcessor
+
+    out = FIXTURES / "tiny"
+    Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=224 * 224).save_pretrained(out)
 
 
 def tokenizer_fixture(tok):

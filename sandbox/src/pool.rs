@@ -134,6 +134,11 @@ impl Sandbox {
         false
     }
 
+    /// Sessions warm in the pool now.
+    pub fn warm_sessions(&self) -> usize {
+        self.warm.len()
+    }
+
     /// The limits every execution runs under.
     pub fn limits(&self) -> &crate::Limits {
         &self.factory.config.limits
