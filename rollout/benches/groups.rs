@@ -5,7 +5,8 @@
 //! serial (the batch waits), and one batch with the calls overlapped on worker threads.
 //! Prints trajectories/s, sampled tokens/s and the ratios against the serial batch.
 //!
-//! Run: `cargo bench -p rollout --bench groups`
+//! Run: `cargo bench -p rollout --bench groups` (`ROLLOUT_BENCH_MODES=serial,overlap` picks
+//! modes, `ROLLOUT_BENCH_WORKERS=N` sets the sandbox workers).
 
 use std::time::Instant;
 
@@ -25,7 +26,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const GROUPS: usize = 4;
 const GROUP_SIZE: usize = 8;
-const WORKERS: usize = 2;
+/// Sandbox worker threads (`ROLLOUT_BENCH_WORKERS` overrides): on 2 cores one worker, the
+/// decoding thread and the pool's warmer already fill the machine.
+const WORKERS: usize = 1;
 const COMPLETION_TOKENS: usize = 400;
 
 /// The V-Thinker example: draw the altitude on the input image and save it.
@@ -143,6 +146,10 @@ fn main() {
     );
 
     let mut results: Vec<(&str, Tally)> = Vec::new();
+    let workers: usize = std::env::var("ROLLOUT_BENCH_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(WORKERS);
     let modes = std::env::var("ROLLOUT_BENCH_MODES").unwrap_or("alone,serial,overlap".into());
     for mode in ["alone", "serial", "overlap"] {
         if !modes.split(',').any(|m| m == mode) {
@@ -176,7 +183,7 @@ fn main() {
                     tools,
                     id(g),
                     paths(&ctx, &tok, g),
-                    Overlap::Workers(WORKERS),
+                    Overlap::Workers(workers),
                 ),
             };
             tally.add(&group);
@@ -185,7 +192,7 @@ fn main() {
         results.push((mode, tally));
     }
     println!(
-        "{GROUPS} groups x {GROUP_SIZE} paths, {COMPLETION_TOKENS} completion tokens, {WORKERS} sandbox workers"
+        "{GROUPS} groups x {GROUP_SIZE} paths, {COMPLETION_TOKENS} completion tokens, {workers} sandbox workers"
     );
     let serial = results
         .iter()

@@ -7,9 +7,11 @@ use anyhow::{Context as _, Result};
 use burn::backend::Flex;
 use clap::Args;
 use policy::Checkpoint;
+use policy::rng::Rng;
 use rollout::prompt::{PromptImage, messages};
 use rollout::{
-    Context, Finish, GroupId, Overlap, Prompt, RolloutConfig, StopStrings, Tools, run_group,
+    Context, Finish, GroupId, Overlap, Path, Prompt, RolloutConfig, StopStrings, Tools, run_paths,
+    trajectory_seed,
 };
 use sandbox::{Sandbox, SandboxConfig};
 
@@ -43,6 +45,10 @@ pub struct RolloutArgs {
     /// Where the trace (`trace.jsonl`) and returned images go.
     #[arg(long, default_value = "runs/rollout")]
     out: PathBuf,
+    /// A file whose text every path writes first instead of sampling (forced decoding, e.g.
+    /// a code block, to watch a small policy's turn go through the sandbox); sampling follows.
+    #[arg(long)]
+    opening: Option<PathBuf>,
 }
 
 /// Run it.
@@ -95,21 +101,31 @@ pub fn run(args: &RolloutArgs) -> Result<()> {
         prompt: 0,
     };
     let started = std::time::Instant::now();
-    let group = run_group(
-        &model,
-        &ctx,
-        &prompt,
-        Tools {
-            sandbox: Some(&sandbox),
-            inputs: &args.images,
-        },
-        id,
-        args.group,
-        match args.sandbox_workers {
-            0 => Overlap::Serial,
-            n => Overlap::Workers(n),
-        },
-    );
+    let opening = match &args.opening {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("--opening {}", file.display()))?;
+            tokenizer.encode(&text)?
+        }
+        None => Vec::new(),
+    };
+    let paths = (0..args.group)
+        .map(|g| {
+            let seed = trajectory_seed(id.run_seed, id.step, id.prompt, g as u64);
+            let mut path = Path::new(&ctx, prompt.clone(), Rng::new(seed));
+            path.force(&opening);
+            path
+        })
+        .collect();
+    let tools = Tools {
+        sandbox: Some(&sandbox),
+        inputs: &args.images,
+    };
+    let overlap = match args.sandbox_workers {
+        0 => Overlap::Serial,
+        n => Overlap::Workers(n),
+    };
+    let group = run_paths(&model, &prompt, tools, id, paths, overlap);
     let seconds = started.elapsed().as_secs_f64();
     let trace = rollout::trace::append_group(&args.out, id, &group, &tokenizer)
         .with_context(|| format!("{}", args.out.display()))?;

@@ -330,3 +330,31 @@ fn rollout_writes_a_readable_trace() {
     assert!(!prompt.contains("<|image_pad|>"));
     assert_eq!(lines[2]["completion_tokens"], 16);
 }
+
+/// With `--opening` (forced decoding) the tiny policy's paths run the V-Thinker example in the
+/// sandbox: each trace line has the executed block, and the image it drew is written beside
+/// the trace and referenced from the completion.
+#[test]
+fn rollout_with_an_opening_runs_it_in_the_sandbox() {
+    let out = tempfile::tempdir().expect("tmp");
+    succeeded(
+        trainer()
+            .args(["rollout", "--model", "tiny", "--prompt", "Draw the altitude."])
+            .args(["--image", "examples/sandbox/triangle.png", "--group", "2"])
+            .args(["--opening", "examples/sandbox/auxiliary_line.py"])
+            .args(["--max-total-tokens", "400", "--out"])
+            .arg(out.path()),
+    );
+    let trace = std::fs::read_to_string(out.path().join("trace.jsonl")).expect("trace");
+    for line in trace.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        assert_eq!(v["blocks"][0]["kind"], "images", "{v}");
+        let image = v["images"][0].as_str().expect("image path");
+        assert!(out.path().join(image).is_file(), "{image}");
+        let completion = v["completion"].as_str().expect("completion");
+        assert!(
+            completion.contains(&format!("<sandbox_output><|vision_start|>[image {image}]")),
+            "{completion}"
+        );
+    }
+}
