@@ -66,7 +66,7 @@ struct Away<'c, B: Backend> {
 /// What comes back from a worker.
 enum Back<'c, B: Backend> {
     /// Ready to rejoin (or finished, with its cache dropped).
-    Member(Away<'c, B>),
+    Member(Box<Away<'c, B>>),
     /// The work panicked: the path is lost.
     Lost(usize, String),
 }
@@ -219,7 +219,7 @@ fn guarded<'c, B: Backend>(
 ) -> Back<'c, B> {
     let index = away.member.index;
     match catch_unwind(AssertUnwindSafe(|| work(away))) {
-        Ok(a) => Back::Member(a),
+        Ok(a) => Back::Member(Box::new(a)),
         Err(panic) => {
             let why = panic
                 .downcast_ref::<String>()

@@ -339,7 +339,13 @@ fn rollout_with_an_opening_runs_it_in_the_sandbox() {
     let out = tempfile::tempdir().expect("tmp");
     succeeded(
         trainer()
-            .args(["rollout", "--model", "tiny", "--prompt", "Draw the altitude."])
+            .args([
+                "rollout",
+                "--model",
+                "tiny",
+                "--prompt",
+                "Draw the altitude.",
+            ])
             .args(["--image", "examples/sandbox/triangle.png", "--group", "2"])
             .args(["--opening", "examples/sandbox/auxiliary_line.py"])
             .args(["--max-total-tokens", "400", "--out"])
