@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod generate_cmd;
+pub mod grpo;
 pub mod recipe;
 mod reward_cmd;
 mod rollout_cmd;
