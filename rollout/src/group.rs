@@ -370,12 +370,11 @@ impl<'c, B: Backend> Batch<'c, '_, B> {
             })
             .collect();
         let rows: Vec<Row<B>> = tokens.iter().cloned().map(Row::text).collect();
-        let before = cache.clone();
-        let logits = self
-            .model
-            .forward(&rows, &mut cache)
-            .map_err(|e| e.to_string())
-            .and_then(last_logits);
+        let logits = match self.model.forward(&rows, &mut cache) {
+            Ok(logits) => last_logits(logits),
+            // The cache is untouched: feed each row alone so that only the offending path fails.
+            Err(_) => return self.step_rows_alone(&cache, &tokens),
+        };
         match logits {
             Ok(logits) => {
                 for (m, l) in self.members.iter_mut().zip(logits) {
@@ -383,29 +382,38 @@ impl<'c, B: Backend> Batch<'c, '_, B> {
                 }
                 self.cache = Some(cache);
             }
-            Err(_) => {
-                let mut parts = Vec::new();
-                for (row, m) in self.members.iter_mut().enumerate() {
-                    let mut alone = before.select(&[row]);
-                    m.action = match feed(self.model, &mut alone, &tokens[row], &[]) {
-                        Ok(l) => {
-                            parts.push(alone);
-                            m.path.next(l)
-                        }
-                        Err(e) => m.path.fail(e),
-                    };
-                }
-                let (ok, failed): (Vec<_>, Vec<_>) = self
-                    .members
-                    .drain(..)
-                    .partition(|m| !matches!(m.action, Action::Done));
-                for m in failed {
+            Err(e) => {
+                for mut m in self.members.drain(..) {
+                    m.path.fail(e.clone());
                     self.out[m.index] = Some(m.path.finish());
                 }
-                self.members = ok;
-                self.cache = KvCache::stack(parts).ok();
             }
         }
+    }
+
+    fn step_rows_alone(&mut self, cache: &KvCache<B>, tokens: &[Vec<u32>]) {
+        let mut parts = Vec::new();
+        let mut kept = Vec::new();
+        for (row, mut m) in self.members.drain(..).enumerate() {
+            let mut alone = cache.select(&[row]);
+            match feed(self.model, &mut alone, &tokens[row], &[]) {
+                Ok(logits) => {
+                    m.action = m.path.next(logits);
+                    parts.push(alone);
+                    kept.push(m);
+                }
+                Err(e) => {
+                    m.path.fail(e);
+                    self.out[m.index] = Some(m.path.finish());
+                }
+            }
+        }
+        self.members = kept;
+        self.cache = if parts.is_empty() {
+            None
+        } else {
+            KvCache::stack(parts).ok()
+        };
     }
 
     /// The trajectories in path order; a path lost on the way is a failed trajectory.
