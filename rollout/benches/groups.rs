@@ -11,12 +11,11 @@
 use std::time::Instant;
 
 use burn::backend::Flex;
-use policy::rng::Rng;
 use policy::{ChatTokenizer, Checkpoint, Message, Qwen25VL, Role};
 use rollout::trajectory;
 use rollout::{
     Context, GroupId, Overlap, Path, PolicyDecoder, Prompt, RolloutConfig, StopStrings, Tools,
-    Trajectory, run_paths, trajectory_seed,
+    Trajectory, run_paths,
 };
 use sandbox::{Sandbox, SandboxConfig};
 
@@ -59,15 +58,21 @@ fn prompt(tok: &ChatTokenizer, g: usize) -> Prompt {
     }
 }
 
+/// Group `g` of the bench (run seed 7, step 0).
+fn id(g: usize) -> GroupId {
+    GroupId {
+        run_seed: 7,
+        step: 0,
+        prompt: g as u64,
+    }
+}
+
 fn paths<'c>(ctx: &'c Context<'c>, tok: &ChatTokenizer, g: usize) -> Vec<Path<'c>> {
-    (0..GROUP_SIZE)
-        .map(|k| {
-            let seed = trajectory_seed(7, 0, g as u64, k as u64);
-            let mut path = Path::new(ctx, prompt(tok, g), Rng::new(seed));
-            path.force(&tok.encode(OPENINGS[k % OPENINGS.len()]).expect("opening"));
-            path
-        })
-        .collect()
+    let mut paths = id(g).paths(ctx, &prompt(tok, g), GROUP_SIZE);
+    for (k, path) in paths.iter_mut().enumerate() {
+        path.force(&tok.encode(OPENINGS[k % OPENINGS.len()]).expect("opening"));
+    }
+    paths
 }
 
 #[derive(Default)]
@@ -130,11 +135,6 @@ fn main() {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     };
-    let id = |g: usize| GroupId {
-        run_seed: 7,
-        step: 0,
-        prompt: g as u64,
-    };
     // Warm-up: the pool, the allocator, the code paths.
     run_paths(
         &model,
@@ -164,7 +164,7 @@ fn main() {
                     .into_iter()
                     .enumerate()
                     .map(|(k, path)| {
-                        let name = format!("s0-p{g}-g{k}");
+                        let name = id(g).session_name(k);
                         let mut session = sandbox.session(&name, &inputs).expect("session");
                         trajectory::run(&mut PolicyDecoder::new(&model), path, Some(&mut session))
                     })

@@ -31,6 +31,25 @@ pub struct GroupId {
     pub prompt: u64,
 }
 
+impl GroupId {
+    /// Path `g`'s seed ([`trajectory_seed`]): any path replays alone.
+    pub fn seed(&self, g: usize) -> u64 {
+        trajectory_seed(self.run_seed, self.step, self.prompt, g as u64)
+    }
+
+    /// The group's `size` paths from `prompt`, each with its seed.
+    pub fn paths<'c>(&self, ctx: &'c Context<'c>, prompt: &Prompt, size: usize) -> Vec<Path<'c>> {
+        (0..size)
+            .map(|g| Path::new(ctx, prompt.clone(), Rng::new(self.seed(g))))
+            .collect()
+    }
+
+    /// The name of path `g`'s sandbox session (it appears in the sandbox's error texts).
+    pub fn session_name(&self, g: usize) -> String {
+        format!("s{}-p{}-g{g}", self.step, self.prompt)
+    }
+}
+
 /// Where sandbox calls (and the splice forwards after them) run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overlap {
@@ -85,13 +104,14 @@ pub fn run_group<'c, B: Backend>(
 where
     Qwen25VL<B>: Sync,
 {
-    let paths = (0..size)
-        .map(|g| {
-            let seed = trajectory_seed(id.run_seed, id.step, id.prompt, g as u64);
-            Path::new(ctx, prompt.clone(), Rng::new(seed))
-        })
-        .collect();
-    run_paths(model, prompt, tools, id, paths, overlap)
+    run_paths(
+        model,
+        prompt,
+        tools,
+        id,
+        id.paths(ctx, prompt, size),
+        overlap,
+    )
 }
 
 /// Run paths that all start from `prompt` (made with [`Path::new`], perhaps with forced
@@ -137,7 +157,7 @@ where
         members,
         out: (0..size).map(|_| None).collect(),
     };
-    let session_name = |index: usize| format!("s{}-p{}-g{index}", id.step, id.prompt);
+    let session_name = |index: usize| id.session_name(index);
     let work = |away: Away<'c, B>| off_batch(model, tools, &session_name, away);
     match overlap {
         Overlap::Serial => batch.decode(|away| Some(guarded(&work, away)), None),

@@ -10,7 +10,7 @@ use policy::rng::Rng;
 use rollout::trajectory;
 use rollout::{
     Context, Finish, GroupId, Overlap, Path, PolicyDecoder, RolloutConfig, StopStrings, Tools,
-    Trajectory, run_group, run_paths, trajectory_seed,
+    Trajectory, run_group, run_paths,
 };
 use sandbox::SandboxOutput;
 
@@ -32,16 +32,11 @@ const OPENINGS: [&str; 5] = [
 
 fn paths<'c>(ctx: &'c Context<'c>) -> Vec<Path<'c>> {
     let (_, tok, _, _) = &*TINY;
-    OPENINGS
-        .iter()
-        .enumerate()
-        .map(|(g, opening)| {
-            let seed = trajectory_seed(ID.run_seed, ID.step, ID.prompt, g as u64);
-            let mut path = Path::new(ctx, prompt(tok), Rng::new(seed));
-            path.force(&tok.encode(opening).expect("opening"));
-            path
-        })
-        .collect()
+    let mut paths = ID.paths(ctx, &prompt(tok), OPENINGS.len());
+    for (path, opening) in paths.iter_mut().zip(OPENINGS) {
+        path.force(&tok.encode(opening).expect("opening"));
+    }
+    paths
 }
 
 fn config() -> RolloutConfig {
@@ -76,9 +71,7 @@ fn overlapped_serial_and_alone_give_the_same_trajectories() {
     let serial = group(&ctx, Overlap::Serial);
     assert_eq!(overlapped.len(), OPENINGS.len());
     for (g, path) in paths(&ctx).into_iter().enumerate() {
-        let mut session = SANDBOX
-            .session(&format!("s{}-p{}-g{g}", ID.step, ID.prompt), &[])
-            .expect("session");
+        let mut session = SANDBOX.session(&ID.session_name(g), &[]).expect("session");
         let alone = trajectory::run(&mut PolicyDecoder::new(model), path, Some(&mut session));
         for (how, t) in [("serial", &serial[g]), ("alone", &alone)] {
             assert_eq!(
@@ -161,8 +154,7 @@ fn group_paths_replay_alone_and_the_trace_has_a_line_per_path() {
     let p = prompt(tok);
     let group = run_group(model, &ctx, &p, tools(), ID, 4, Overlap::Workers(2));
     assert_eq!(group.len(), 4);
-    let seed = trajectory_seed(ID.run_seed, ID.step, ID.prompt, 1);
-    let path = Path::new(&ctx, p.clone(), Rng::new(seed));
+    let path = Path::new(&ctx, p.clone(), Rng::new(ID.seed(1)));
     let alone = trajectory::run(&mut PolicyDecoder::new(model), path, None);
     assert_eq!(alone.tokens, group[1].tokens);
     assert_ne!(group[0].tokens, group[1].tokens);

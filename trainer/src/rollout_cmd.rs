@@ -7,11 +7,9 @@ use anyhow::{Context as _, Result};
 use burn::backend::Flex;
 use clap::Args;
 use policy::Checkpoint;
-use policy::rng::Rng;
 use rollout::prompt::{PromptImage, messages};
 use rollout::{
-    Context, Finish, GroupId, Overlap, Path, Prompt, RolloutConfig, StopStrings, Tools, run_paths,
-    trajectory_seed,
+    Context, Finish, GroupId, Overlap, Prompt, RolloutConfig, StopStrings, Tools, run_paths,
 };
 use sandbox::{Sandbox, SandboxConfig};
 
@@ -109,14 +107,8 @@ pub fn run(args: &RolloutArgs) -> Result<()> {
         }
         None => Vec::new(),
     };
-    let paths = (0..args.group)
-        .map(|g| {
-            let seed = trajectory_seed(id.run_seed, id.step, id.prompt, g as u64);
-            let mut path = Path::new(&ctx, prompt.clone(), Rng::new(seed));
-            path.force(&opening);
-            path
-        })
-        .collect();
+    let mut paths = id.paths(&ctx, &prompt, args.group);
+    paths.iter_mut().for_each(|p| p.force(&opening));
     let tools = Tools {
         sandbox: Some(&sandbox),
         inputs: &args.images,
