@@ -47,3 +47,45 @@ pub fn messages(question: &str, images: &[PromptImage]) -> Vec<Message> {
         },
     ]
 }
+
+/// The messages of a dataset row written in the Thyme / ms-swift format: its own system text
+/// (or [`SYSTEM`]) and its user text, whose `<image>` tags take the images in order (images
+/// without a tag go first) and whose `User Image Path: "…"` lines are rewritten to the paths
+/// the sandbox shows (the data's paths are the authors' machines').
+pub fn messages_from_row(system: Option<&str>, user: &str, images: &[PromptImage]) -> Vec<Message> {
+    let tags = user.matches("<image>").count();
+    let untagged = images.len().saturating_sub(tags);
+    let mut parts: Vec<Part> = images[..untagged]
+        .iter()
+        .map(|i| Part::Image(i.grid_thw))
+        .collect();
+    let mut next = untagged;
+    let mut path_line = 0;
+    let text = user
+        .lines()
+        .map(|line| match line.trim_start().strip_prefix("User Image Path:") {
+            Some(_) if path_line < images.len() => {
+                path_line += 1;
+                format!("User Image Path: \"{}\"", images[path_line - 1].path)
+            }
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    for (k, piece) in text.split("<image>").enumerate() {
+        if k > 0 && next < images.len() {
+            parts.push(Part::Image(images[next].grid_thw));
+            next += 1;
+        }
+        if !piece.is_empty() {
+            parts.push(Part::Text(piece.to_string()));
+        }
+    }
+    vec![
+        Message::text(Role::System, system.unwrap_or(SYSTEM)),
+        Message {
+            role: Role::User,
+            parts,
+        },
+    ]
+}

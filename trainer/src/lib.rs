@@ -15,6 +15,7 @@ pub mod recipe;
 mod reward_cmd;
 mod rollout_cmd;
 mod sandbox_cmd;
+pub mod optim;
 pub mod schedule;
 
 /// vthinker-rl: GRPO training of vision-language models that think with images.

@@ -123,6 +123,13 @@ impl<B: Backend> Qwen25VL<B> {
         out
     }
 
+    /// Freeze the vision encoder (patch embedding and blocks): no gradients reach it, so an
+    /// optimizer leaves it as it is. The merger (the aligner) and the language model still train.
+    pub fn freeze_vision_encoder(mut self) -> Self {
+        self.visual = self.visual.freeze_encoder();
+        self
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ModelConfig {
         &self.config

@@ -155,6 +155,14 @@ impl<B: Backend> VisionTower<B> {
         })
     }
 
+    /// The patch embedding and the blocks stop taking gradients (Thyme trains the merger, not
+    /// the ViT); the merger is left as it was.
+    pub fn freeze_encoder(mut self) -> Self {
+        self.patch_embed = self.patch_embed.set_require_grad(false);
+        self.blocks = self.blocks.into_iter().map(Module::no_grad).collect();
+        self
+    }
+
     /// Export under HF names.
     pub fn export(&self, out: &mut Weights) {
         let c = &self.config;

@@ -1,0 +1,11 @@
+//! Training data for think-with-images RL.
+//!
+//! [`jsonl`] reads the format Thyme, V-Thinker and ms-swift share: one JSON object per line
+//! with `messages` (system, user with `<image>` tags), `images` (paths relative to the file or
+//! absolute), `solution`, `question`, and any other columns, kept for the rewards. A bad row is
+//! skipped with its file and line and counted, never fatal.
+#![deny(missing_docs)]
+
+pub mod jsonl;
+
+pub use jsonl::{Dataset, Sample, Skipped, load_jsonl};

@@ -1,0 +1,150 @@
+//! Reading recipe files: TOML, with errors that name the file, the line and the key.
+
+pub mod run;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use serde::Deserialize;
+
+/// The `[rewards]` section of a recipe and the directory relative paths in it start from.
+#[derive(Debug)]
+pub struct RewardsSection {
+    /// The section.
+    pub rewards: reward::RewardsConfig,
+    /// The recipe's directory.
+    pub base_dir: PathBuf,
+}
+
+/// The part of a recipe this command reads; the other sections belong to other commands.
+#[derive(Deserialize)]
+struct WithRewards {
+    rewards: Option<reward::RewardsConfig>,
+    #[serde(flatten)]
+    _other: toml::Table,
+}
+
+/// Read the `[rewards]` section of the recipe at `path`.
+///
+/// # Errors
+/// An unreadable file, a TOML or schema error (`FILE:LINE: message`), or no `[rewards]`.
+pub fn load_rewards(path: &Path) -> Result<RewardsSection> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let parsed: WithRewards = toml::from_str(&text).map_err(|e| located(path, &text, &e))?;
+    let rewards = parsed
+        .rewards
+        .ok_or_else(|| anyhow!("{}: the recipe has no [rewards] section", path.display()))?;
+    let base_dir = path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    Ok(RewardsSection { rewards, base_dir })
+}
+
+/// A training recipe as read from its file.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The recipe.
+    pub recipe: run::RunRecipe,
+    /// Its file.
+    pub path: PathBuf,
+    /// Its text (copied into checkpoints).
+    pub text: String,
+    /// Its directory: `data.train`, `init_from` and reward files are relative to it.
+    pub base_dir: PathBuf,
+}
+
+impl Loaded {
+    /// A path the recipe names, relative to the recipe's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+/// Read and check the training recipe at `path`.
+///
+/// # Errors
+/// One line: `FILE:LINE: key: why` for a TOML, schema or range error.
+pub fn load_run(path: &Path) -> Result<Loaded> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let recipe: run::RunRecipe = toml::from_str(&text).map_err(|e| located(path, &text, &e))?;
+    if let Err(e) = recipe.validate() {
+        let line = line_of_key(&text, &e.key).map_or_else(String::new, |l| format!("{l}:"));
+        return Err(anyhow!(
+            "{}:{line} {}: {}",
+            path.display(),
+            e.key,
+            e.reason
+        ));
+    }
+    let base_dir = path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    Ok(Loaded {
+        recipe,
+        path: path.to_path_buf(),
+        text,
+        base_dir,
+    })
+}
+
+/// `FILE:LINE: key: message` for a TOML error: the key is read off the line the error points
+/// at, under the table header above it.
+fn located(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let message = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else {
+        return anyhow!("{}: {message}", path.display());
+    };
+    let at = span.start.min(text.len());
+    let line = text[..at].lines().count().max(1);
+    let line = if text[..at].ends_with('\n') { line + 1 } else { line };
+    match key_at(text, at) {
+        Some(key) => anyhow!("{}:{line}: {key}: {message}", path.display()),
+        None => anyhow!("{}:{line}: {message}", path.display()),
+    }
+}
+
+/// The dotted key written on the line that holds byte `at`: the table header above it, then
+/// the key before `=` (or the header itself when the line is one).
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let here = text[start..end].trim();
+    if here.starts_with('[') {
+        return Some(here.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    }
+    let key = here.split_once('=')?.0.trim().trim_matches('"');
+    let section = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|h| h.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match section {
+        Some(s) => format!("{s}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+/// The line (1-based) where dotted `key` is written, if it is.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            current = l.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            if current == key {
+                return Some(i + 1);
+            }
+        } else if current == section
+            && l.split_once('=').is_some_and(|(k, _)| k.trim() == name)
+        {
+            return Some(i + 1);
+        }
+    }
+    None
+}

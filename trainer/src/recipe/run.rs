@@ -1,0 +1,464 @@
+//! The schema of a training recipe (`trainer run RECIPE`): TRL's names where TRL has one,
+//! Thyme's RL script's values as the defaults, and the checks that need more than one key.
+
+use std::path::PathBuf;
+
+use rollout::{RolloutConfig, SamplingConfig};
+use sandbox::SandboxConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::grpo::{LossType, ScaleRewards};
+use crate::schedule::Schedule;
+
+/// A whole recipe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRecipe {
+    /// The run's name: its TensorBoard files go to `runs/<name>/`, its checkpoints to
+    /// `checkpoints/<name>/`.
+    pub name: String,
+    /// Seeds the data order and every trajectory's sampling.
+    #[serde(default = "defaults::seed")]
+    pub seed: u64,
+    /// Another recipe whose final checkpoint initialises this run's policy; it runs first when
+    /// that checkpoint does not exist yet (relative to this recipe's directory).
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
+    /// The policy.
+    #[serde(default)]
+    pub policy: PolicySection,
+    /// The prompts.
+    pub data: DataSection,
+    /// How trajectories are sampled.
+    #[serde(default)]
+    pub rollout: RolloutSection,
+    /// The Python sandbox (`[sandbox]`, `[sandbox.limits]`).
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+    /// The reward parts.
+    pub rewards: reward::RewardsConfig,
+    /// GRPO's objective and batch.
+    #[serde(default)]
+    pub grpo: GrpoSection,
+    /// AdamW and the learning-rate schedule.
+    #[serde(default)]
+    pub optimizer: OptimizerSection,
+    /// Where and how often checkpoints are written.
+    #[serde(default)]
+    pub checkpoints: CheckpointSection,
+    /// TensorBoard, completions and the console.
+    #[serde(default)]
+    pub logging: LoggingSection,
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySection {
+    /// A checkpoint directory, an hf-hub repo id, or `tiny` / `tiny:SEED` (the embedded default).
+    pub model: String,
+    /// `cpu` or `cuda`.
+    pub device: String,
+    /// Keep the vision tower's weights fixed (Thyme: the ViT is frozen, the merger trained).
+    pub freeze_vision: bool,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        PolicySection {
+            model: "tiny".into(),
+            device: "cpu".into(),
+            freeze_vision: true,
+        }
+    }
+}
+
+/// `[data]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// The training prompts: jsonl files in the Thyme / ms-swift format.
+    pub train: Vec<PathBuf>,
+    /// Shuffle the prompts each epoch (seeded).
+    #[serde(default = "defaults::yes")]
+    pub shuffle: bool,
+}
+
+/// `[rollout]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutSection {
+    /// Text chunks' temperature.
+    pub temperature: f32,
+    /// Code chunks' temperature (Thyme's GRPO-ATS: 0, greedy).
+    pub code_temperature: f32,
+    /// Nucleus sampling (1 = off).
+    pub top_p: f32,
+    /// Top-k sampling (0 = off).
+    pub top_k: usize,
+    /// Repetition penalty (1 = off).
+    pub repetition_penalty: f32,
+    /// Generation calls per trajectory.
+    pub max_rounds: usize,
+    /// Tokens one generation call may sample.
+    pub max_call_tokens: usize,
+    /// Completion tokens in all, sampled and spliced.
+    pub max_completion_length: usize,
+    /// Images per trajectory, the prompt's included.
+    pub max_images: usize,
+    /// Returned images with a longer aspect than this are refused.
+    pub max_aspect_ratio: f64,
+    /// Run code blocks in the sandbox (false: text-only GRPO; code gets an error text back).
+    pub sandbox: bool,
+    /// Threads running sandbox calls while the batch decodes (0: the batch waits).
+    pub sandbox_workers: usize,
+    /// Sample step t+1's trajectories while step t trains (their policy is one step stale).
+    pub overlap: bool,
+}
+
+impl Default for RolloutSection {
+    fn default() -> Self {
+        let r = RolloutConfig::default();
+        let s = r.sampling;
+        RolloutSection {
+            temperature: s.temperature,
+            code_temperature: s.code_temperature,
+            top_p: s.top_p,
+            top_k: s.top_k,
+            repetition_penalty: s.repetition_penalty,
+            max_rounds: r.max_rounds,
+            max_call_tokens: r.max_call_tokens,
+            max_completion_length: r.max_total_tokens,
+            max_images: r.max_images,
+            max_aspect_ratio: r.max_aspect_ratio,
+            sandbox: true,
+            sandbox_workers: 2,
+            overlap: false,
+        }
+    }
+}
+
+impl RolloutSection {
+    /// The rollout crate's config.
+    pub fn config(&self) -> RolloutConfig {
+        RolloutConfig {
+            sampling: SamplingConfig {
+                temperature: self.temperature,
+                code_temperature: self.code_temperature,
+                top_p: self.top_p,
+                top_k: self.top_k,
+                repetition_penalty: self.repetition_penalty,
+            },
+            max_rounds: self.max_rounds,
+            max_call_tokens: self.max_call_tokens,
+            max_total_tokens: self.max_completion_length,
+            max_images: self.max_images,
+            max_aspect_ratio: self.max_aspect_ratio,
+        }
+    }
+}
+
+/// `[grpo]`: the objective and the batch (TRL's `GRPOConfig` names).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpoSection {
+    /// Trajectories per prompt (G; Thyme 4, V-Thinker 8).
+    pub num_generations: usize,
+    /// Trajectories per micro-batch (one forward/backward).
+    pub per_device_train_batch_size: usize,
+    /// Micro-batches per optimizer step; a step's rollout is
+    /// `per_device_train_batch_size × gradient_accumulation_steps` trajectories.
+    pub gradient_accumulation_steps: usize,
+    /// Optimizer steps in the run.
+    pub max_steps: u64,
+    /// Updates per rollout batch (μ; 1 = on-policy, the ratio is 1).
+    pub num_iterations: usize,
+    /// KL weight (k3 to the starting policy; 0 keeps no reference copy).
+    pub beta: f64,
+    /// Lower clip.
+    pub epsilon: f64,
+    /// Upper clip (default: `epsilon`).
+    pub epsilon_high: Option<f64>,
+    /// `grpo`, `bnpo`, `dapo` or `dr_grpo`.
+    pub loss_type: LossType,
+    /// `group`, `batch` or `none`.
+    pub scale_rewards: ScaleRewards,
+    /// Leave groups whose rewards are all equal out of the loss (DAPO's dynamic sampling).
+    pub drop_zero_variance_groups: bool,
+}
+
+impl Default for GrpoSection {
+    fn default() -> Self {
+        GrpoSection {
+            num_generations: 4,
+            per_device_train_batch_size: 8,
+            gradient_accumulation_steps: 1,
+            max_steps: 100,
+            num_iterations: 1,
+            beta: 0.01,
+            epsilon: 0.2,
+            epsilon_high: None,
+            loss_type: LossType::Grpo,
+            scale_rewards: ScaleRewards::Group,
+            drop_zero_variance_groups: false,
+        }
+    }
+}
+
+impl GrpoSection {
+    /// Trajectories sampled per optimizer step.
+    pub fn trajectories_per_step(&self) -> usize {
+        self.per_device_train_batch_size * self.gradient_accumulation_steps
+    }
+
+    /// Prompts per optimizer step.
+    pub fn prompts_per_step(&self) -> usize {
+        self.trajectories_per_step() / self.num_generations.max(1)
+    }
+}
+
+/// `[optimizer]`: AdamW (decoupled weight decay, as torch's) and the schedule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerSection {
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Decoupled weight decay (not applied to biases and norm scales).
+    pub weight_decay: f64,
+    /// Adam β1.
+    pub adam_beta1: f64,
+    /// Adam β2.
+    pub adam_beta2: f64,
+    /// Adam ε.
+    pub adam_epsilon: f64,
+    /// Global gradient-norm clip (0 = off).
+    pub max_grad_norm: f64,
+    /// Warm-up steps as a fraction of `max_steps`.
+    pub warmup_ratio: f64,
+    /// The cosine's floor as a fraction of the peak.
+    pub min_lr_ratio: f64,
+}
+
+impl Default for OptimizerSection {
+    fn default() -> Self {
+        let s = Schedule::default();
+        OptimizerSection {
+            learning_rate: s.learning_rate,
+            weight_decay: 0.1,
+            adam_beta1: 0.9,
+            adam_beta2: 0.95,
+            adam_epsilon: 1e-8,
+            max_grad_norm: 1.0,
+            warmup_ratio: s.warmup_ratio,
+            min_lr_ratio: s.min_lr_ratio,
+        }
+    }
+}
+
+impl OptimizerSection {
+    /// The learning-rate schedule.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            learning_rate: self.learning_rate,
+            warmup_ratio: self.warmup_ratio,
+            min_lr_ratio: self.min_lr_ratio,
+        }
+    }
+}
+
+/// `[checkpoints]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSection {
+    /// The parent directory (`<dir>/<name>/step-<n>/`), relative to the working directory.
+    pub dir: PathBuf,
+    /// Write one every this many steps (0: only at the end).
+    pub save_steps: u64,
+    /// Keep the newest this many (0: all).
+    pub save_total_limit: usize,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        CheckpointSection {
+            dir: "checkpoints".into(),
+            save_steps: 50,
+            save_total_limit: 3,
+        }
+    }
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSection {
+    /// The parent directory of TensorBoard runs (`<dir>/<name>/`).
+    pub dir: PathBuf,
+    /// Write a few trajectories' images and text every this many steps (0: never).
+    pub completions_steps: u64,
+    /// How many trajectories then.
+    pub completions_count: usize,
+    /// Histogram buckets.
+    pub histogram_bins: usize,
+    /// Show the progress bar (off: one line per step).
+    pub progress_bar: bool,
+}
+
+impl Default for LoggingSection {
+    fn default() -> Self {
+        LoggingSection {
+            dir: "runs".into(),
+            completions_steps: 10,
+            completions_count: 2,
+            histogram_bins: 20,
+            progress_bar: true,
+        }
+    }
+}
+
+mod defaults {
+    pub fn seed() -> u64 {
+        42
+    }
+    pub fn yes() -> bool {
+        true
+    }
+}
+
+/// A check that failed: the key (dotted) and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    /// `section.key`.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl RunRecipe {
+    /// The checks that serde cannot make: ranges and combinations of keys.
+    ///
+    /// # Errors
+    /// The first failed check.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let bad = |key: &str, reason: String| {
+            Err(Invalid {
+                key: key.into(),
+                reason,
+            })
+        };
+        let name_ok = !self.name.is_empty()
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && !self.name.starts_with('.');
+        if !name_ok {
+            return bad(
+                "name",
+                "must be letters, digits, '-', '_' or '.' (it names directories)".into(),
+            );
+        }
+        if !matches!(self.policy.device.as_str(), "cpu" | "cuda") {
+            return bad("policy.device", "must be \"cpu\" or \"cuda\"".into());
+        }
+        if self.data.train.is_empty() {
+            return bad("data.train", "names no file".into());
+        }
+        if let Err(e) = self.rollout.config().sampling.validate() {
+            // "key: why"
+            let (key, why) = e.split_once(": ").unwrap_or(("sampling", e.as_str()));
+            return bad(&format!("rollout.{key}"), why.into());
+        }
+        let r = &self.rollout;
+        for (key, v) in [
+            ("rollout.max_rounds", r.max_rounds),
+            ("rollout.max_call_tokens", r.max_call_tokens),
+            ("rollout.max_completion_length", r.max_completion_length),
+            ("rollout.max_images", r.max_images),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1".into());
+            }
+        }
+        if !(r.max_aspect_ratio.is_finite() && r.max_aspect_ratio >= 1.0) {
+            return bad("rollout.max_aspect_ratio", "must be a number >= 1".into());
+        }
+        if r.sandbox
+            && let Err(e) = self.sandbox.limits.validate()
+        {
+            return bad("sandbox.limits", e.to_string());
+        }
+        let g = &self.grpo;
+        if g.num_generations < 2 {
+            return bad(
+                "grpo.num_generations",
+                "must be at least 2 (advantages compare trajectories of one prompt)".into(),
+            );
+        }
+        for (key, v) in [
+            ("grpo.per_device_train_batch_size", g.per_device_train_batch_size),
+            ("grpo.gradient_accumulation_steps", g.gradient_accumulation_steps),
+            ("grpo.num_iterations", g.num_iterations),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1".into());
+            }
+        }
+        if g.max_steps == 0 {
+            return bad("grpo.max_steps", "must be at least 1".into());
+        }
+        if g.trajectories_per_step() % g.num_generations != 0 {
+            return bad(
+                "grpo.per_device_train_batch_size",
+                format!(
+                    "per_device_train_batch_size × gradient_accumulation_steps ({}) must be \
+                     divisible by num_generations ({})",
+                    g.trajectories_per_step(),
+                    g.num_generations
+                ),
+            );
+        }
+        for (key, v, max) in [
+            ("grpo.beta", g.beta, f64::INFINITY),
+            ("grpo.epsilon", g.epsilon, 1.0),
+            ("grpo.epsilon_high", g.epsilon_high.unwrap_or(0.0), f64::INFINITY),
+        ] {
+            if !(v.is_finite() && v >= 0.0 && v <= max) {
+                return bad(key, format!("must be a number in [0, {max}]"));
+            }
+        }
+        let o = &self.optimizer;
+        if !(o.learning_rate.is_finite() && o.learning_rate >= 0.0) {
+            return bad("optimizer.learning_rate", "must be a number >= 0".into());
+        }
+        if let Err(e) = self.optimizer.schedule().validate() {
+            // "key = value must …"
+            let key = e.split_once(' ').map_or("learning_rate", |(k, _)| k);
+            return bad(&format!("optimizer.{key}"), e.clone());
+        }
+        for (key, v) in [
+            ("optimizer.adam_beta1", o.adam_beta1),
+            ("optimizer.adam_beta2", o.adam_beta2),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return bad(key, "must be in [0, 1)".into());
+            }
+        }
+        for (key, v) in [
+            ("optimizer.weight_decay", o.weight_decay),
+            ("optimizer.adam_epsilon", o.adam_epsilon),
+            ("optimizer.max_grad_norm", o.max_grad_norm),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(key, "must be a number >= 0".into());
+            }
+        }
+        if self.logging.histogram_bins == 0 {
+            return bad("logging.histogram_bins", "must be at least 1".into());
+        }
+        if self.rewards.parts.is_empty() {
+            return bad("rewards.parts", "names no reward part".into());
+        }
+        Ok(())
+    }
+}
