@@ -14,6 +14,7 @@ pub mod grpo;
 pub mod recipe;
 mod reward_cmd;
 mod rollout_cmd;
+pub mod run;
 mod sandbox_cmd;
 pub mod optim;
 pub mod schedule;
@@ -43,6 +44,10 @@ enum Command {
     /// Sample a group of trajectories (policy + sandbox) for one question and write a readable
     /// trace.
     Rollout(rollout_cmd::RolloutArgs),
+    /// Train: GRPO as the recipe says, with checkpoints, resume and TensorBoard.
+    Run(run::RunArgs),
+    /// Validate a recipe (and those it starts from) without running it.
+    Check(run::CheckArgs),
 }
 
 /// Run the command line with `registry`'s reward parts; the process's exit code.
@@ -54,6 +59,8 @@ pub fn main_with(registry: reward::Registry) -> ExitCode {
         Command::Generate(args) => generate_cmd::run(&args),
         Command::Export(args) => generate_cmd::export(&args),
         Command::Rollout(args) => rollout_cmd::run(&args),
+        Command::Run(args) => run::run(&args, &registry),
+        Command::Check(args) => run::check(&args, &registry),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

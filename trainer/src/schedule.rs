@@ -2,10 +2,10 @@
 //! `min_lr_ratio × lr` (Thyme: 3 % warm-up, cosine to 0.1 × lr) — transformers'
 //! `cosine_with_min_lr` schedule, step for step.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The schedule's settings.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Schedule {
     /// Peak learning rate.

@@ -55,8 +55,9 @@ pub struct RunRecipe {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicySection {
-    /// A checkpoint directory, an hf-hub repo id, or `tiny` / `tiny:SEED` (the embedded default).
-    pub model: String,
+    /// A checkpoint directory, an hf-hub repo id, or `tiny` / `tiny:SEED` (the embedded
+    /// default, which is also what an unset model means). Not with `init_from`.
+    pub model: Option<String>,
     /// `cpu` or `cuda`.
     pub device: String,
     /// Keep the vision tower's weights fixed (Thyme: the ViT is frozen, the merger trained).
@@ -66,7 +67,7 @@ pub struct PolicySection {
 impl Default for PolicySection {
     fn default() -> Self {
         PolicySection {
-            model: "tiny".into(),
+            model: None,
             device: "cpu".into(),
             freeze_vision: true,
         }
@@ -356,6 +357,14 @@ impl RunRecipe {
             return bad(
                 "name",
                 "must be letters, digits, '-', '_' or '.' (it names directories)".into(),
+            );
+        }
+        if self.init_from.is_some() && self.policy.model.is_some() {
+            return bad(
+                "policy.model",
+                "init_from already names the starting policy (the other recipe's final \
+                 checkpoint); set one of the two"
+                    .into(),
             );
         }
         if !matches!(self.policy.device.as_str(), "cpu" | "cuda") {

@@ -1,0 +1,251 @@
+//! A run's checkpoints, `checkpoints/<name>/step-<n>/`: the policy in the HF layout
+//! (`model.safetensors`, `config.json`, `tokenizer.json`, `preprocessor_config.json` —
+//! transformers loads it as is), `optimizer.safetensors` (AdamW's moments by parameter path),
+//! `trainer_state.json` (step, schedule, seed, data cursor, the files and their sizes),
+//! `recipe.toml` and `metrics.json`.
+//!
+//! A checkpoint is written into `.step-<n>.partial/` and renamed when complete, so a directory
+//! named `step-<n>` is whole unless something outside damaged it; on resume each is checked
+//! against the sizes its state lists, and a torn one is skipped with a warning.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, anyhow};
+use policy::{HostTensor, ProcessorConfig, Qwen25VL};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use serde::{Deserialize, Serialize};
+
+use super::data::Cursor;
+use crate::schedule::Schedule;
+
+/// The file a checkpoint's state is in; written last.
+pub const STATE: &str = "trainer_state.json";
+/// AdamW's moments.
+pub const OPTIMIZER: &str = "optimizer.safetensors";
+
+/// Everything besides the weights that a resumed run needs to continue exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// The recipe's name.
+    pub run: String,
+    /// Optimizer steps done.
+    pub step: u64,
+    /// The run's length.
+    pub max_steps: u64,
+    /// The run's seed. Every trajectory's sampling seed derives from (seed, step, prompt,
+    /// path), so the seed and the step are the whole RNG state.
+    pub seed: u64,
+    /// The learning-rate schedule.
+    pub schedule: Schedule,
+    /// AdamW's step count.
+    pub optimizer_steps: u64,
+    /// Where the data order stands.
+    pub cursor: Cursor,
+    /// The policy the run started from (the KL reference is rebuilt from it).
+    pub start_model: String,
+    /// The last step's logged scalars.
+    pub metrics: BTreeMap<String, f64>,
+    /// Every other file of the checkpoint and its size in bytes.
+    pub files: BTreeMap<String, u64>,
+}
+
+/// What a checkpoint holds besides the trainer state.
+#[derive(Debug)]
+pub struct Contents<'a, B: burn::tensor::backend::Backend> {
+    /// The policy (inference copy).
+    pub model: &'a Qwen25VL<B>,
+    /// `config.json` to write.
+    pub config_json: &'a str,
+    /// `tokenizer.json`.
+    pub tokenizer_json: &'a str,
+    /// The image processor.
+    pub processor: &'a ProcessorConfig,
+    /// AdamW's state.
+    pub optimizer: Vec<(String, HostTensor)>,
+    /// The recipe's text.
+    pub recipe: &'a str,
+}
+
+/// `root/step-<step>`.
+pub fn step_dir(root: &Path, step: u64) -> PathBuf {
+    root.join(format!("step-{step}"))
+}
+
+/// Write a checkpoint for `state.step` under `root` and return its directory.
+///
+/// # Errors
+/// Any I/O error; nothing named `step-<n>` is left behind then.
+pub fn save<B: burn::tensor::backend::Backend>(
+    root: &Path,
+    contents: &Contents<'_, B>,
+    mut state: TrainerState,
+) -> Result<PathBuf> {
+    let done = step_dir(root, state.step);
+    let tmp = root.join(format!(".step-{}.partial", state.step));
+    std::fs::create_dir_all(root).with_context(|| format!("{}", root.display()))?;
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("{}", tmp.display()))?;
+    }
+    policy::checkpoint::save(
+        contents.model,
+        contents.config_json,
+        contents.tokenizer_json,
+        contents.processor,
+        &tmp,
+    )?;
+    write_tensors(&tmp.join(OPTIMIZER), &contents.optimizer)?;
+    let write = |name: &str, bytes: &[u8]| -> Result<()> {
+        let path = tmp.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("{}", path.display()))
+    };
+    write("recipe.toml", contents.recipe.as_bytes())?;
+    write("metrics.json", serde_json::to_string_pretty(&state.metrics)?.as_bytes())?;
+    // A test hook: the window in which a kill leaves a half-written checkpoint.
+    if let Some(ms) = std::env::var("VTHINKER_TEST_CHECKPOINT_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    state.files.clear();
+    for entry in std::fs::read_dir(&tmp)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let file = std::fs::File::open(entry.path())?;
+        file.sync_all()?;
+        state.files.insert(name, file.metadata()?.len());
+    }
+    let mut f = std::fs::File::create(tmp.join(STATE))?;
+    f.write_all(serde_json::to_string_pretty(&state)?.as_bytes())?;
+    f.sync_all()?;
+    sync_dir(&tmp);
+    if done.exists() {
+        std::fs::remove_dir_all(&done).with_context(|| format!("{}", done.display()))?;
+    }
+    std::fs::rename(&tmp, &done).with_context(|| format!("{}", done.display()))?;
+    sync_dir(root);
+    Ok(done)
+}
+
+/// fsync a directory so a rename in it is durable (best effort: not every platform allows it).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Check a checkpoint directory: its state parses and every file it lists is there at the
+/// size it lists.
+///
+/// # Errors
+/// Why it is torn.
+pub fn verify(dir: &Path) -> Result<TrainerState> {
+    let text = std::fs::read_to_string(dir.join(STATE)).map_err(|e| anyhow!("{STATE}: {e}"))?;
+    let state: TrainerState =
+        serde_json::from_str(&text).map_err(|e| anyhow!("{STATE}: {e}"))?;
+    for (name, size) in &state.files {
+        let len = std::fs::metadata(dir.join(name))
+            .map_err(|e| anyhow!("{name}: {e}"))?
+            .len();
+        if len != *size {
+            return Err(anyhow!("{name}: {len} bytes, {size} written"));
+        }
+    }
+    Ok(state)
+}
+
+/// The step numbers of `root`'s `step-<n>` directories, ascending.
+fn steps(root: &Path) -> Vec<u64> {
+    let mut steps: Vec<u64> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
+        .collect();
+    steps.sort_unstable();
+    steps
+}
+
+/// The newest complete checkpoint under `root`; torn ones and leftover partial directories
+/// are reported through `warn` (partials are removed).
+pub fn latest(root: &Path, warn: &mut dyn FnMut(String)) -> Option<(PathBuf, TrainerState)> {
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".step-") && name.ends_with(".partial") {
+            warn(format!(
+                "{}: an unfinished checkpoint (the run stopped while writing it); removed",
+                entry.path().display()
+            ));
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    for step in steps(root).into_iter().rev() {
+        let dir = step_dir(root, step);
+        match verify(&dir) {
+            Ok(state) => return Some((dir, state)),
+            Err(e) => warn(format!("{}: torn checkpoint skipped ({e})", dir.display())),
+        }
+    }
+    None
+}
+
+/// Remove all but the newest `keep` checkpoints (0 keeps all).
+///
+/// # Errors
+/// A directory that cannot be removed.
+pub fn prune(root: &Path, keep: usize) -> Result<()> {
+    let all = steps(root);
+    if keep == 0 || all.len() <= keep {
+        return Ok(());
+    }
+    for step in &all[..all.len() - keep] {
+        let dir = step_dir(root, *step);
+        std::fs::remove_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Write named f32 tensors as safetensors.
+fn write_tensors(path: &Path, tensors: &[(String, HostTensor)]) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, t)| t.data.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, t), b)| Ok((name.as_str(), TensorView::new(Dtype::F32, t.shape.clone(), b)?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    safetensors::serialize_to_file(views, None, path)
+        .with_context(|| format!("{}", path.display()))
+}
+
+/// Read the f32 tensors of a safetensors file.
+///
+/// # Errors
+/// Unreadable, malformed, or not f32.
+pub fn read_tensors(path: &Path) -> Result<HashMap<String, HostTensor>> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}", path.display()))?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(anyhow!("{}: {name} is not f32", path.display()));
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        out.insert(
+            name,
+            HostTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,319 @@
+//! The learner: owns the trainable policy, its optimizer and the frozen reference, and turns a
+//! step's trajectories and advantages into one optimizer step (μ passes, micro-batches with
+//! accumulated gradients, global-norm clipping, AdamW at the schedule's rate).
+
+use std::time::Instant;
+
+use anyhow::{Result, anyhow};
+use burn::backend::Autodiff;
+use burn::module::{AutodiffModule, Module as _};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use policy::{Qwen25VL, Row, token_logprobs};
+use rollout::Trajectory;
+
+use crate::grpo::{LossConfig, LossStats, LossType, TokenBatch, grpo_loss};
+use crate::optim::{AdamW, Gradients};
+use crate::schedule::Schedule;
+
+/// The backend the learner differentiates with.
+pub type Train<B> = Autodiff<B>;
+
+/// The learner's settings.
+#[derive(Debug, Clone)]
+pub struct LearnerConfig {
+    /// The loss (`batch_tokens` is filled in per step).
+    pub loss: LossConfig,
+    /// Trajectories per forward/backward.
+    pub micro_batch: usize,
+    /// Passes over each step's batch (μ).
+    pub iterations: usize,
+    /// Global gradient-norm clip (0 = off).
+    pub max_grad_norm: f64,
+    /// The learning rate's schedule.
+    pub schedule: Schedule,
+    /// Steps in the run (the schedule's length).
+    pub max_steps: u64,
+}
+
+/// One trajectory to train on.
+#[derive(Debug, Clone, Copy)]
+pub struct Item<'a> {
+    /// The trajectory (prompt, completion, mask, the sampler's log-probs, images).
+    pub trajectory: &'a Trajectory,
+    /// Its advantage.
+    pub advantage: f64,
+}
+
+/// What a step measured.
+#[derive(Debug, Clone, Default)]
+pub struct StepStats {
+    /// The loss (mean over μ passes; each pass's value is the sum of its micro-batches').
+    pub loss: f64,
+    /// Token means over the trained tokens.
+    pub kl: f64,
+    /// Clipped at 1 − ε.
+    pub clip_low: f64,
+    /// Clipped at 1 + ε_high.
+    pub clip_high: f64,
+    /// The policy's mean per-token entropy on the trained tokens.
+    pub entropy: f64,
+    /// The gradient norm before clipping (last pass).
+    pub grad_norm: f64,
+    /// The rate used.
+    pub learning_rate: f64,
+    /// Trained tokens (per pass).
+    pub tokens: f64,
+    /// Seconds in forward + backward.
+    pub forward_backward_s: f64,
+    /// Seconds in clipping + the AdamW update.
+    pub optimizer_s: f64,
+}
+
+/// The trainable policy and what updates it.
+#[derive(Debug)]
+pub struct Learner<B: Backend> {
+    model: Qwen25VL<Train<B>>,
+    reference: Option<Qwen25VL<B>>,
+    optim: AdamW<B>,
+    config: LearnerConfig,
+    pad: u32,
+}
+
+impl<B: Backend> Learner<B> {
+    /// A learner over `model`, with the frozen `reference` the KL is measured to (needed when
+    /// β > 0; dropped otherwise, so no copy is kept).
+    pub fn new(
+        model: Qwen25VL<Train<B>>,
+        reference: Option<Qwen25VL<B>>,
+        optim: AdamW<B>,
+        config: LearnerConfig,
+    ) -> Result<Self> {
+        let reference = if config.loss.beta > 0.0 {
+            Some(reference.ok_or_else(|| anyhow!("beta > 0 needs a reference policy"))?)
+        } else {
+            None
+        };
+        let pad = model.config().tokens.eos.first().copied().unwrap_or(0);
+        Ok(Learner {
+            model,
+            reference,
+            optim,
+            config,
+            pad,
+        })
+    }
+
+    /// The inference copy: the same weights without the autodiff graph (shares the tensors).
+    pub fn policy(&self) -> Qwen25VL<B> {
+        self.model.valid()
+    }
+
+    /// The reference copy, if kept.
+    pub fn reference(&self) -> Option<&Qwen25VL<B>> {
+        self.reference.as_ref()
+    }
+
+    /// The trainable model.
+    pub fn model(&self) -> &Qwen25VL<Train<B>> {
+        &self.model
+    }
+
+    /// The optimizer.
+    pub fn optimizer(&self) -> &AdamW<B> {
+        &self.optim
+    }
+
+    /// The optimizer, to restore its state.
+    pub fn optimizer_mut(&mut self) -> &mut AdamW<B> {
+        &mut self.optim
+    }
+
+    /// One optimizer step on `items` (0-based `step` of the run, for the schedule).
+    ///
+    /// # Errors
+    /// A batch the model refuses (a malformed trajectory) or a loss error.
+    pub fn step(&mut self, items: &[Item<'_>], step: u64) -> Result<StepStats> {
+        let mut stats = StepStats {
+            learning_rate: self.config.schedule.lr(step, self.config.max_steps),
+            ..StepStats::default()
+        };
+        if items.is_empty() {
+            return Ok(stats);
+        }
+        let batch_tokens: f64 = items.iter().map(|i| trained(i.trajectory) as f64).sum();
+        let loss_config = LossConfig {
+            batch_tokens: Some(batch_tokens),
+            ..self.config.loss
+        };
+        let chunks: Vec<&[Item<'_>]> = items.chunks(self.config.micro_batch.max(1)).collect();
+        let passes = self.config.iterations.max(1);
+        for _ in 0..passes {
+            let started = Instant::now();
+            let mut grads = Gradients::<B>::default();
+            let mut pass = PassStats::default();
+            for chunk in &chunks {
+                // Each micro-batch's share of the batch's loss.
+                let share = match loss_config.loss_type {
+                    LossType::Grpo | LossType::DrGrpo => chunk.len() as f64 / items.len() as f64,
+                    LossType::Bnpo => 1.0 / chunks.len() as f64,
+                    LossType::Dapo => 1.0,
+                };
+                let (loss, s, entropy) = self.micro_batch(chunk, &loss_config, passes > 1)?;
+                let loss = loss * share;
+                pass.loss += f64::from(loss.clone().into_scalar().elem::<f32>());
+                pass.add(&s, entropy);
+                let g = loss.backward();
+                grads.accumulate(&self.model, &g);
+            }
+            stats.forward_backward_s += started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            stats.grad_norm = grads.clip(self.config.max_grad_norm);
+            if !grads.is_empty() {
+                // The clone shares the tensors; the old graph goes with the old handle.
+                self.model = self.optim.step(self.model.clone(), grads, stats.learning_rate);
+            }
+            stats.optimizer_s += started.elapsed().as_secs_f64();
+            stats.loss += pass.loss / passes as f64;
+            pass.finish(&mut stats, passes);
+        }
+        Ok(stats)
+    }
+
+    /// Loss, stats and entropy sum of one micro-batch.
+    fn micro_batch(
+        &self,
+        items: &[Item<'_>],
+        loss: &LossConfig,
+        off_policy: bool,
+    ) -> Result<(Tensor<Train<B>, 1>, LossStats, f64)> {
+        let device = self.model.devices().first().cloned().unwrap_or_default();
+        let len = items
+            .iter()
+            .map(|i| i.trajectory.tokens.len())
+            .max()
+            .unwrap_or(0);
+        let n = items.len();
+        // Row r, position p predicts token p + 1: the targets, the mask and the sampler's
+        // log-probs are laid out on those positions.
+        let mut targets = vec![0i64; n * (len - 1)];
+        let mut mask = vec![0f32; n * (len - 1)];
+        let mut old = vec![0f32; n * (len - 1)];
+        let mut rows = Vec::with_capacity(n);
+        let mut ref_rows = Vec::with_capacity(n);
+        for (r, item) in items.iter().enumerate() {
+            let t = item.trajectory;
+            let mut tokens = t.tokens.clone();
+            tokens.resize(len, self.pad);
+            for p in 0..len - 1 {
+                targets[r * (len - 1) + p] = i64::from(tokens[p + 1]);
+                // The trajectory's mask and log-probs run over the whole sequence.
+                if let Some(&m) = t.mask.get(p + 1) {
+                    mask[r * (len - 1) + p] = f32::from(m);
+                    old[r * (len - 1) + p] = t.logprobs.get(p + 1).copied().unwrap_or(0.0);
+                }
+            }
+            rows.push(Row {
+                tokens: tokens.clone(),
+                images: t.images.iter().map(|i| self.model.encode_image(i)).collect(),
+            });
+            if let Some(reference) = &self.reference {
+                ref_rows.push(Row {
+                    tokens,
+                    images: t.images.iter().map(|i| reference.encode_image(i)).collect(),
+                });
+            }
+        }
+        let shape = [n, len - 1];
+        let targets: Tensor<Train<B>, 2, Int> =
+            Tensor::from_data(TensorData::new(targets, shape), &device);
+        let logits = self
+            .model
+            .forward_full(&rows)
+            .map_err(|e| anyhow!("training forward: {e}"))?
+            .slice([0..n, 0..len - 1]);
+        let entropy = entropy_sum(logits.clone().inner(), &mask, shape);
+        let logprobs = token_logprobs(logits, targets.clone());
+        let mask_t = Tensor::from_data(TensorData::new(mask, shape), &device);
+        let old_logprobs = if off_policy {
+            Tensor::from_data(TensorData::new(old, shape), &device)
+        } else {
+            // On-policy (μ = 1): the ratio is exactly 1, as TRL takes it.
+            logprobs.clone().detach()
+        };
+        let ref_logprobs = match &self.reference {
+            Some(reference) => {
+                let logits = reference
+                    .forward_full(&ref_rows)
+                    .map_err(|e| anyhow!("reference forward: {e}"))?
+                    .slice([0..n, 0..len - 1]);
+                let lp = token_logprobs(logits, targets.inner());
+                Some(Tensor::from_inner(lp))
+            }
+            None => None,
+        };
+        let advantages: Vec<f32> = items.iter().map(|i| i.advantage as f32).collect();
+        let batch = TokenBatch {
+            logprobs,
+            old_logprobs,
+            ref_logprobs,
+            mask: mask_t,
+            advantages: Tensor::from_data(TensorData::new(advantages, [n]), &device),
+        };
+        let (loss, stats) = grpo_loss(batch, loss).map_err(|e| anyhow!("loss: {e}"))?;
+        Ok((loss, stats, entropy))
+    }
+}
+
+/// Tokens a trajectory trains (mask 1).
+pub fn trained(t: &Trajectory) -> usize {
+    t.mask.iter().filter(|&&m| m == 1).count()
+}
+
+/// The sum over mask-1 positions of the entropy of the next-token distribution.
+fn entropy_sum<B: Backend>(logits: Tensor<B, 3>, mask: &[f32], shape: [usize; 2]) -> f64 {
+    let max = logits.clone().max_dim(2);
+    let shifted = logits - max;
+    let exp = shifted.clone().exp();
+    let sum = exp.clone().sum_dim(2);
+    // H = log Σe − Σ p·x (x shifted)
+    let px = (exp * shifted).sum_dim(2) / sum.clone();
+    let h: Tensor<B, 2> = (sum.log() - px).squeeze_dim(2);
+    let device = h.device();
+    let m = Tensor::<B, 2>::from_data(TensorData::new(mask.to_vec(), shape), &device);
+    f64::from((h * m).sum().into_scalar().elem::<f32>())
+}
+
+use burn::tensor::ElementConversion as _;
+
+/// Running sums over one pass's micro-batches.
+#[derive(Debug, Default)]
+struct PassStats {
+    loss: f64,
+    tokens: f64,
+    kl: f64,
+    clip_low: f64,
+    clip_high: f64,
+    entropy: f64,
+}
+
+impl PassStats {
+    fn add(&mut self, s: &LossStats, entropy: f64) {
+        self.tokens += s.tokens;
+        self.kl += s.kl * s.tokens;
+        self.clip_low += s.clip_low * s.tokens;
+        self.clip_high += s.clip_high * s.tokens;
+        self.entropy += entropy;
+    }
+
+    /// Fold this pass's token means into the step's (averaged over passes).
+    fn finish(&self, into: &mut StepStats, passes: usize) {
+        let n = self.tokens.max(1.0);
+        let w = 1.0 / passes as f64;
+        into.tokens = self.tokens;
+        into.kl += self.kl / n * w;
+        into.clip_low += self.clip_low / n * w;
+        into.clip_high += self.clip_high / n * w;
+        into.entropy += self.entropy / n * w;
+    }
+}

@@ -1,0 +1,165 @@
+//! `trainer run RECIPE` and `trainer check RECIPE`: the GRPO loop — sample a step's groups
+//! with the inference copy, score them, compute advantages, update the policy, refresh the
+//! copy — with checkpoints, exact resume, TensorBoard and a progress bar.
+
+pub mod checkpoint;
+pub mod data;
+pub mod learner;
+pub mod log;
+pub mod metrics;
+pub mod progress;
+pub mod sampler;
+mod step;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, anyhow};
+use burn::backend::Flex;
+use clap::Args;
+
+use crate::recipe::{Loaded, load_run};
+
+/// Arguments of `trainer run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The recipe (TOML).
+    recipe: PathBuf,
+    /// Continue from the newest complete checkpoint (torn ones are skipped with a warning).
+    #[arg(long)]
+    resume: bool,
+}
+
+/// Arguments of `trainer check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The recipe (TOML).
+    recipe: PathBuf,
+}
+
+/// `trainer run`.
+///
+/// # Errors
+/// A bad recipe, data that gives no prompt, a policy that does not load, I/O errors.
+pub fn run(args: &RunArgs, registry: &reward::Registry) -> Result<()> {
+    let loaded = load_run(&args.recipe)?;
+    let done = run_recipe(&loaded, args.resume, registry, &mut Vec::new())?;
+    println!("{}", done.display());
+    Ok(())
+}
+
+/// `trainer check`: everything `run` would refuse, without running.
+///
+/// # Errors
+/// The first problem found, as one line naming the file and key.
+pub fn check(args: &CheckArgs, registry: &reward::Registry) -> Result<()> {
+    let loaded = load_run(&args.recipe)?;
+    check_recipe(&loaded, registry, &mut Vec::new())?;
+    let r = &loaded.recipe;
+    println!(
+        "{}: ok — run {:?}: {} steps × {} prompts × {} trajectories, loss {:?}, beta {}",
+        loaded.path.display(),
+        r.name,
+        r.grpo.max_steps,
+        r.grpo.prompts_per_step(),
+        r.grpo.num_generations,
+        r.grpo.loss_type,
+        r.grpo.beta
+    );
+    Ok(())
+}
+
+/// Check one recipe and those it starts from.
+fn check_recipe(loaded: &Loaded, registry: &reward::Registry, chain: &mut Vec<PathBuf>) -> Result<()> {
+    enter(loaded, chain)?;
+    let r = &loaded.recipe;
+    if let Some(p) = &r.init_from {
+        let parent = load_run(&loaded.resolve(p))
+            .with_context(|| format!("{}: init_from", loaded.path.display()))?;
+        check_recipe(&parent, registry, chain)?;
+    }
+    for f in &r.data.train {
+        let f = loaded.resolve(f);
+        if !f.is_file() {
+            return Err(anyhow!(
+                "{}: data.train: {} does not exist",
+                loaded.path.display(),
+                f.display()
+            ));
+        }
+    }
+    registry
+        .build(&r.rewards, &loaded.base_dir)
+        .map_err(|e| anyhow!("{}: {e}", loaded.path.display()))?;
+    chain.pop();
+    Ok(())
+}
+
+/// Push `loaded` on the chain of recipes being followed; a recipe already on it is a cycle.
+fn enter(loaded: &Loaded, chain: &mut Vec<PathBuf>) -> Result<()> {
+    let canon = loaded
+        .path
+        .canonicalize()
+        .unwrap_or_else(|_| loaded.path.clone());
+    if chain.contains(&canon) {
+        let names: Vec<String> = chain.iter().chain([&canon]).map(|p| p.display().to_string()).collect();
+        return Err(anyhow!("init_from forms a cycle: {}", names.join(" → ")));
+    }
+    chain.push(canon);
+    Ok(())
+}
+
+/// The directory a recipe's final checkpoint is written to.
+pub fn final_checkpoint(loaded: &Loaded) -> PathBuf {
+    let r = &loaded.recipe;
+    checkpoint::step_dir(&r.checkpoints.dir.join(&r.name), r.grpo.max_steps)
+}
+
+/// Run a recipe (first the one it starts from, when that has no final checkpoint yet); the
+/// final checkpoint's directory.
+fn run_recipe(
+    loaded: &Loaded,
+    resume: bool,
+    registry: &reward::Registry,
+    chain: &mut Vec<PathBuf>,
+) -> Result<PathBuf> {
+    enter(loaded, chain)?;
+    let start_model = match &loaded.recipe.init_from {
+        Some(p) => {
+            let parent = load_run(&loaded.resolve(p))
+                .with_context(|| format!("{}: init_from", loaded.path.display()))?;
+            let done = final_checkpoint(&parent);
+            if checkpoint::verify(&done).is_err() {
+                eprintln!(
+                    "{}: starts from {}, which is not there yet: running {} first",
+                    loaded.path.display(),
+                    done.display(),
+                    parent.path.display()
+                );
+                run_recipe(&parent, true, registry, chain)?;
+            }
+            done.display().to_string()
+        }
+        None => loaded
+            .recipe
+            .policy
+            .model
+            .clone()
+            .unwrap_or_else(|| "tiny".into()),
+    };
+    chain.pop();
+    match loaded.recipe.policy.device.as_str() {
+        #[cfg(feature = "cuda")]
+        "cuda" => step::train::<burn::backend::Cuda>(loaded, &start_model, resume, registry, &Default::default()),
+        #[cfg(not(feature = "cuda"))]
+        "cuda" => Err(anyhow!(
+            "{}: policy.device = \"cuda\": this trainer was built without `--features cuda`",
+            loaded.path.display()
+        )),
+        _ => step::train::<Flex>(loaded, &start_model, resume, registry, &Default::default()),
+    }
+}
+
+/// A path relative to the working directory, shown as given.
+fn shown(p: &Path) -> String {
+    p.display().to_string()
+}

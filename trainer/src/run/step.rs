@@ -1,0 +1,365 @@
+//! The training loop of one recipe.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, anyhow};
+use burn::tensor::backend::Backend;
+use policy::{Checkpoint, Qwen25VL};
+use rollout::{Context, Finish, StopStrings};
+use sandbox::Sandbox;
+
+use super::checkpoint::{self, Contents, TrainerState};
+use super::data::{Cursor, Prompts};
+use super::learner::{Item, Learner, LearnerConfig, Train};
+use super::log::{RunLog, strip};
+use super::metrics::{Times, scalars};
+use super::progress::Progress;
+use super::sampler::{Batch, Sampler};
+use super::shown;
+use crate::grpo::{LossConfig, advantages};
+use crate::optim::{AdamW, AdamWConfig};
+use crate::recipe::Loaded;
+
+/// Train `loaded` from `start_model` (or from its newest checkpoint with `resume`); the final
+/// checkpoint's directory.
+pub fn train<B: Backend>(
+    loaded: &Loaded,
+    start_model: &str,
+    resume: bool,
+    registry: &reward::Registry,
+    device: &B::Device,
+) -> Result<PathBuf>
+where
+    Qwen25VL<B>: Sync,
+{
+    let r = &loaded.recipe;
+    let root = r.checkpoints.dir.join(&r.name);
+    let resumed = if resume {
+        checkpoint::latest(&root, &mut |w| eprintln!("warning: {w}"))
+    } else {
+        if let Some((dir, _)) = checkpoint::latest(&root, &mut |_| {}) {
+            return Err(anyhow!(
+                "{} holds a checkpoint of an earlier run ({}); add --resume to continue it, or \
+                 remove the directory to start over",
+                shown(&root),
+                shown(&dir)
+            ));
+        }
+        None
+    };
+    let max_steps = r.grpo.max_steps;
+    if let Some((dir, state)) = &resumed {
+        if state.step >= max_steps {
+            eprintln!("{}: already trained ({} steps)", shown(dir), state.step);
+            return Ok(dir.clone());
+        }
+        eprintln!("resuming from {} (step {})", shown(dir), state.step);
+    }
+    let start = Checkpoint::load(start_model).with_context(|| format!("policy {start_model}"))?;
+    let ckpt = match &resumed {
+        Some((dir, _)) => Checkpoint::load_dir(dir)?,
+        None => start.clone(),
+    };
+    let config_json = ckpt.config_json.clone();
+    let tokenizer_json = ckpt.tokenizer_json.clone();
+    let processor = ckpt.processor.clone();
+    let eos = ckpt.config.tokens.eos.clone();
+    let (model, tokenizer, _) = ckpt.build::<Train<B>>(device)?;
+    let model = if r.policy.freeze_vision {
+        model.freeze_vision_encoder()
+    } else {
+        model
+    };
+    let reference = if r.grpo.beta > 0.0 {
+        Some(start.build::<B>(device)?.0)
+    } else {
+        None
+    };
+    let o = &r.optimizer;
+    let mut optim = AdamW::new(AdamWConfig {
+        beta1: o.adam_beta1,
+        beta2: o.adam_beta2,
+        epsilon: o.adam_epsilon,
+        weight_decay: o.weight_decay,
+    });
+    if let Some((dir, state)) = &resumed {
+        let tensors = checkpoint::read_tensors(&dir.join(checkpoint::OPTIMIZER))?;
+        optim
+            .restore(&model, state.optimizer_steps, tensors, device)
+            .map_err(|e| anyhow!("{}: {e}", shown(&dir.join(checkpoint::OPTIMIZER))))?;
+    }
+    let g = &r.grpo;
+    let mut learner = Learner::new(
+        model,
+        reference,
+        optim,
+        LearnerConfig {
+            loss: LossConfig {
+                epsilon: g.epsilon,
+                epsilon_high: g.epsilon_high.unwrap_or(g.epsilon),
+                beta: g.beta,
+                loss_type: g.loss_type,
+                max_completion_length: r.rollout.max_completion_length,
+                batch_tokens: None,
+            },
+            micro_batch: g.per_device_train_batch_size,
+            iterations: g.num_iterations,
+            max_grad_norm: o.max_grad_norm,
+            schedule: o.schedule(),
+            max_steps,
+        },
+    )?;
+
+    let files: Vec<PathBuf> = r.data.train.iter().map(|f| loaded.resolve(f)).collect();
+    let prompts = Prompts::load(&files, r.seed, r.data.shuffle)?;
+    let skipped = prompts.dataset.skipped.len();
+    for s in prompts.dataset.skipped.iter().take(5) {
+        eprintln!("warning: skipped {}: {}", s.source, s.reason);
+    }
+    if skipped > 5 {
+        eprintln!("warning: … {} more bad rows skipped", skipped - 5);
+    }
+    let rewards = registry
+        .build(&r.rewards, &loaded.base_dir)
+        .map_err(|e| anyhow!("{}: {e}", shown(&loaded.path)))?;
+    let sandbox = if r.rollout.sandbox {
+        Some(Sandbox::new(r.sandbox.clone())?)
+    } else {
+        None
+    };
+    let rollout_config = r.rollout.config();
+    let stops = StopStrings::thyme();
+    let sampler = Sampler {
+        prompts: &prompts,
+        ctx: Context {
+            tokenizer: &tokenizer,
+            processor: &processor,
+            config: &rollout_config,
+            stops: &stops,
+            eos: &eos,
+        },
+        tokenizer: &tokenizer,
+        processor: &processor,
+        sandbox: sandbox.as_ref(),
+        seed: r.seed,
+        group: g.num_generations,
+        prompts_per_step: g.prompts_per_step(),
+        sandbox_workers: r.rollout.sandbox_workers,
+    };
+
+    let first = resumed.as_ref().map_or(0, |(_, s)| s.step);
+    let mut cursor = resumed.as_ref().map_or(Cursor::default(), |(_, s)| s.cursor);
+    let run_dir = r.logging.dir.join(&r.name);
+    let mut log = RunLog::open(&run_dir, first, r.logging.histogram_bins)?;
+    let mut progress = Progress::new(&r.name, first, max_steps, r.logging.progress_bar);
+    let started = Instant::now();
+    let mut policy = learner.policy();
+    let mut pending: Option<Batch> = None;
+    let mut last_checkpoint = resumed.as_ref().map(|(d, _)| d.clone());
+    let mut checkpoint_s = 0.0;
+    let mut last_metrics = BTreeMap::new();
+    let mut bad_rows = 0;
+    for step in first..max_steps {
+        let step_started = Instant::now();
+        let batch = match pending.take() {
+            Some(b) => b,
+            None => sampler.sample(&policy, step, step, cursor)?,
+        };
+        cursor = batch.cursor;
+        for b in &batch.bad_rows {
+            progress.note(&format!("warning: skipped a row: {b}"));
+        }
+        bad_rows += batch.bad_rows.len();
+        let reward_started = Instant::now();
+        let inputs: Vec<_> = (0..batch.trajectories.len())
+            .map(|k| sampler.reward_input(&batch, k))
+            .collect();
+        let scored = rewards.score(&inputs);
+        let reward_s = reward_started.elapsed().as_secs_f64();
+        let adv = advantages(
+            &scored.totals,
+            g.num_generations,
+            g.scale_rewards,
+            g.drop_zero_variance_groups,
+        )
+        .map_err(|e| anyhow!("advantages: {e}"))?;
+        let items: Vec<Item<'_>> = batch
+            .trajectories
+            .iter()
+            .zip(&adv.values)
+            .zip(&adv.kept)
+            .filter(|((t, _), kept)| **kept && t.finish != Finish::Error)
+            .map(|((t, &a), _)| Item {
+                trajectory: t,
+                advantage: a,
+            })
+            .collect();
+        // Train; with overlap, sample the next step meanwhile with the policy as it is now.
+        let overlap = r.rollout.overlap && step + 1 < max_steps;
+        let (stats, next) = if overlap {
+            std::thread::scope(|s| {
+                let handle = s.spawn(|| sampler.sample(&policy, step + 1, step, cursor));
+                let stats = learner.step(&items, step);
+                let next = handle
+                    .join()
+                    .map_err(|_| anyhow!("the rollout thread panicked"))
+                    .and_then(|b| b);
+                (stats, Some(next))
+            })
+        } else {
+            (learner.step(&items, step), None)
+        };
+        let stats = stats?;
+        pending = next.transpose()?;
+        policy = learner.policy();
+
+        let done = step + 1;
+        let sandbox_s: f64 = batch
+            .trajectories
+            .iter()
+            .flat_map(|t| &t.blocks)
+            .map(|b| b.elapsed_ms / 1e3)
+            .sum();
+        let times = Times {
+            rollout: batch.seconds,
+            sandbox: sandbox_s,
+            reward: reward_s,
+            checkpoint: checkpoint_s,
+            step: step_started.elapsed().as_secs_f64(),
+        };
+        let m = scalars(
+            &batch.trajectories,
+            &scored,
+            &adv,
+            &stats,
+            &times,
+            step - batch.policy_step,
+        );
+        log.scalars(done, &m)?;
+        log.histogram("reward/total", &scored.totals, done);
+        log.histogram("grpo/advantages", &adv.values, done);
+        let every = r.logging.completions_steps;
+        if every > 0 && (done % every == 0 || done == 1) {
+            write_completions(&mut log, &sampler, &batch, &scored, &adv.values, done, r.logging.completions_count)?;
+        }
+        log.flush();
+        progress.step(done, &m);
+        last_metrics = m;
+
+        checkpoint_s = 0.0;
+        let save_every = r.checkpoints.save_steps;
+        if done == max_steps || (save_every > 0 && done % save_every == 0) {
+            let t = Instant::now();
+            let state = TrainerState {
+                run: r.name.clone(),
+                step: done,
+                max_steps,
+                seed: r.seed,
+                schedule: o.schedule(),
+                optimizer_steps: learner.optimizer().steps(),
+                cursor,
+                start_model: start_model.to_string(),
+                metrics: last_metrics.clone(),
+                files: BTreeMap::new(),
+            };
+            let contents = Contents {
+                model: &policy,
+                config_json: &config_json,
+                tokenizer_json: &tokenizer_json,
+                processor: &processor,
+                optimizer: learner.optimizer().state(learner.model()),
+                recipe: &loaded.text,
+            };
+            let dir = checkpoint::save(&root, &contents, state)?;
+            checkpoint::prune(&root, r.checkpoints.save_total_limit)?;
+            checkpoint_s = t.elapsed().as_secs_f64();
+            progress.note(&format!("checkpoint {}", shown(&dir)));
+            last_checkpoint = Some(dir);
+        }
+    }
+    let total_s = started.elapsed().as_secs_f64();
+    let mut rows = vec![
+        ("steps", format!("{first} → {max_steps}")),
+        ("time", format!("{total_s:.1}s")),
+    ];
+    if let Some((a, b)) = progress.reward_ends(10) {
+        rows.push(("reward (first → last 10 steps)", format!("{a:.3} → {b:.3}")));
+    }
+    for (k, label) in [
+        ("reward/accuracy", "accuracy (last step)"),
+        ("reward/format_rate", "format rate (last step)"),
+        ("rollout/executions_mean", "executions / trajectory"),
+        ("grpo/kl", "KL to the reference"),
+        ("rollout/tokens_per_s", "sampled tokens/s"),
+    ] {
+        if let Some(v) = last_metrics.get(k) {
+            rows.push((label, format!("{v:.4}")));
+        }
+    }
+    rows.push(("bad data rows skipped", format!("{}", skipped + bad_rows)));
+    rows.push(("TensorBoard", shown(log.dir())));
+    let done = last_checkpoint.ok_or_else(|| anyhow!("no checkpoint was written"))?;
+    rows.push(("checkpoint", shown(&done)));
+    progress.finish(&rows);
+    Ok(done)
+}
+
+/// A few trajectories of the step: their text to `completions.jsonl`, their images (the input
+/// beside what the sandbox returned) to `completions/` and TensorBoard.
+fn write_completions(
+    log: &mut RunLog,
+    sampler: &Sampler<'_>,
+    batch: &Batch,
+    scored: &reward::BatchRewards,
+    adv: &[f64],
+    step: u64,
+    count: usize,
+) -> Result<()> {
+    let dir = log.dir().join("completions");
+    std::fs::create_dir_all(&dir)?;
+    for (k, t) in batch.trajectories.iter().enumerate().take(count) {
+        let row = batch.rows[k / sampler.group];
+        let sample = sampler.prompts.sample(row);
+        let mut images = Vec::new();
+        for p in &sample.images {
+            if let Ok(i) = image::open(p) {
+                images.push(i.to_rgb8());
+            }
+        }
+        for kept in &t.kept_images {
+            if let Ok(i) = image::load_from_memory(&kept.bytes) {
+                images.push(i.to_rgb8());
+            }
+        }
+        let mut files = Vec::new();
+        if let Some(s) = strip(&images, 224) {
+            let name = format!("step-{step}-{k}.png");
+            s.save(dir.join(&name))?;
+            files.push(format!("completions/{name}"));
+            log.image(&format!("completions/{k}"), &s, step)?;
+        }
+        let parts: serde_json::Map<String, serde_json::Value> = scored
+            .parts
+            .iter()
+            .map(|p| (p.label.clone(), serde_json::json!(p.values[k])))
+            .collect();
+        log.completion(&serde_json::json!({
+            "step": step,
+            "row": sample.source,
+            "path": k % sampler.group,
+            "reward": scored.totals[k],
+            "parts": parts,
+            "advantage": adv[k],
+            "finish": t.finish,
+            "rounds": t.rounds,
+            "executions": t.blocks.len(),
+            "question": sample.question,
+            "solution": sample.solution,
+            "completion": t.text,
+            "image": files.first(),
+        }))?;
+    }
+    Ok(())
+}
