@@ -27,6 +27,10 @@ pub struct RunArgs {
     /// Continue from the newest complete checkpoint (torn ones are skipped with a warning).
     #[arg(long)]
     resume: bool,
+    /// Stop after this step (a checkpoint is written there); `--resume` continues the run as
+    /// if it had not stopped.
+    #[arg(long, value_name = "STEP")]
+    stop_at: Option<u64>,
 }
 
 /// Arguments of `trainer check`.
@@ -42,7 +46,11 @@ pub struct CheckArgs {
 /// A bad recipe, data that gives no prompt, a policy that does not load, I/O errors.
 pub fn run(args: &RunArgs, registry: &reward::Registry) -> Result<()> {
     let loaded = load_run(&args.recipe)?;
-    let done = run_recipe(&loaded, args.resume, registry, &mut Vec::new())?;
+    let options = Options {
+        resume: args.resume,
+        stop_at: args.stop_at,
+    };
+    let done = run_recipe(&loaded, options, registry, &mut Vec::new())?;
     println!("{}", done.display());
     Ok(())
 }
@@ -114,11 +122,20 @@ pub fn final_checkpoint(loaded: &Loaded) -> PathBuf {
     checkpoint::step_dir(&r.checkpoints.dir.join(&r.name), r.grpo.max_steps)
 }
 
+/// How a run starts and ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Continue from the newest complete checkpoint.
+    pub resume: bool,
+    /// Stop after this step.
+    pub stop_at: Option<u64>,
+}
+
 /// Run a recipe (first the one it starts from, when that has no final checkpoint yet); the
-/// final checkpoint's directory.
+/// directory of the last checkpoint written.
 fn run_recipe(
     loaded: &Loaded,
-    resume: bool,
+    options: Options,
     registry: &reward::Registry,
     chain: &mut Vec<PathBuf>,
 ) -> Result<PathBuf> {
@@ -135,7 +152,11 @@ fn run_recipe(
                     done.display(),
                     parent.path.display()
                 );
-                run_recipe(&parent, true, registry, chain)?;
+                let whole = Options {
+                    resume: true,
+                    stop_at: None,
+                };
+                run_recipe(&parent, whole, registry, chain)?;
             }
             done.display().to_string()
         }
@@ -149,13 +170,13 @@ fn run_recipe(
     chain.pop();
     match loaded.recipe.policy.device.as_str() {
         #[cfg(feature = "cuda")]
-        "cuda" => step::train::<burn::backend::Cuda>(loaded, &start_model, resume, registry, &Default::default()),
+        "cuda" => step::train::<burn::backend::Cuda>(loaded, &start_model, options, registry, &Default::default()),
         #[cfg(not(feature = "cuda"))]
         "cuda" => Err(anyhow!(
             "{}: policy.device = \"cuda\": this trainer was built without `--features cuda`",
             loaded.path.display()
         )),
-        _ => step::train::<Flex>(loaded, &start_model, resume, registry, &Default::default()),
+        _ => step::train::<Flex>(loaded, &start_model, options, registry, &Default::default()),
     }
 }
 

@@ -17,7 +17,7 @@ use super::log::{RunLog, strip};
 use super::metrics::{Times, scalars};
 use super::progress::Progress;
 use super::sampler::{Batch, Sampler};
-use super::shown;
+use super::{Options, shown};
 use crate::grpo::{LossConfig, advantages};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::recipe::Loaded;
@@ -27,7 +27,7 @@ use crate::recipe::Loaded;
 pub fn train<B: Backend>(
     loaded: &Loaded,
     start_model: &str,
-    resume: bool,
+    options: Options,
     registry: &reward::Registry,
     device: &B::Device,
 ) -> Result<PathBuf>
@@ -36,7 +36,7 @@ where
 {
     let r = &loaded.recipe;
     let root = r.checkpoints.dir.join(&r.name);
-    let resumed = if resume {
+    let resumed = if options.resume {
         checkpoint::latest(&root, &mut |w| eprintln!("warning: {w}"))
     } else {
         if let Some((dir, _)) = checkpoint::latest(&root, &mut |_| {}) {
@@ -250,7 +250,8 @@ where
 
         checkpoint_s = 0.0;
         let save_every = r.checkpoints.save_steps;
-        if done == max_steps || (save_every > 0 && done % save_every == 0) {
+        let stop = options.stop_at == Some(done);
+        if stop || done == max_steps || (save_every > 0 && done % save_every == 0) {
             let t = Instant::now();
             let state = TrainerState {
                 run: r.name.clone(),
@@ -277,6 +278,10 @@ where
             checkpoint_s = t.elapsed().as_secs_f64();
             progress.note(&format!("checkpoint {}", shown(&dir)));
             last_checkpoint = Some(dir);
+        }
+        if stop {
+            progress.note(&format!("stopped at step {done} (--stop-at)"));
+            break;
         }
     }
     let total_s = started.elapsed().as_secs_f64();
