@@ -95,7 +95,9 @@ pub fn load_run(path: &Path) -> Result<Loaded> {
 /// at, under the table header above it.
 fn located(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
     let message = e.message().trim().replace('\n', " ");
-    let Some(span) = e.span() else {
+    // A missing key has no line of its own (the span is the enclosing table).
+    let span = e.span().filter(|_| !message.starts_with("missing field"));
+    let Some(span) = span else {
         return anyhow!("{}: {message}", path.display());
     };
     let at = span.start.min(text.len());
