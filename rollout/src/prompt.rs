@@ -89,3 +89,32 @@ pub fn messages_from_row(system: Option<&str>, user: &str, images: &[PromptImage
         },
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rows_messages_get_its_images_at_the_tags_and_the_local_path() {
+        let img = |g: usize, path: &str| PromptImage {
+            grid_thw: [1, g, g],
+            path: path.into(),
+            size: (8, 8),
+        };
+        let images = [img(2, "/input/a.png"), img(4, "/input/b.png")];
+        let user = "<image>Compare.\nUser Image Path: \"/mnt/data/a.png\"\nok";
+        let m = messages_from_row(Some("S"), user, &images);
+        assert_eq!(m[0], Message::text(Role::System, "S"));
+        // One tag for two images: the first image goes in front (as ms-swift prepends the
+        // missing tags), the second takes the tag.
+        assert_eq!(
+            m[1].parts,
+            [
+                Part::Image([1, 2, 2]),
+                Part::Image([1, 4, 4]),
+                Part::Text("Compare.\nUser Image Path: \"/input/a.png\"\nok".into()),
+            ]
+        );
+        assert_eq!(messages_from_row(None, "q", &[])[0], Message::text(Role::System, SYSTEM));
+    }
+}
