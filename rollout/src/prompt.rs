@@ -63,13 +63,15 @@ pub fn messages_from_row(system: Option<&str>, user: &str, images: &[PromptImage
     let mut path_line = 0;
     let text = user
         .lines()
-        .map(|line| match line.trim_start().strip_prefix("User Image Path:") {
-            Some(_) if path_line < images.len() => {
-                path_line += 1;
-                format!("User Image Path: \"{}\"", images[path_line - 1].path)
-            }
-            _ => line.to_string(),
-        })
+        .map(
+            |line| match line.trim_start().strip_prefix("User Image Path:") {
+                Some(_) if path_line < images.len() => {
+                    path_line += 1;
+                    format!("User Image Path: \"{}\"", images[path_line - 1].path)
+                }
+                _ => line.to_string(),
+            },
+        )
         .collect::<Vec<_>>()
         .join("\n");
     for (k, piece) in text.split("<image>").enumerate() {
@@ -115,6 +117,9 @@ mod tests {
                 Part::Text("Compare.\nUser Image Path: \"/input/a.png\"\nok".into()),
             ]
         );
-        assert_eq!(messages_from_row(None, "q", &[])[0], Message::text(Role::System, SYSTEM));
+        assert_eq!(
+            messages_from_row(None, "q", &[])[0],
+            Message::text(Role::System, SYSTEM)
+        );
     }
 }

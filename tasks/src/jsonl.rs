@@ -160,7 +160,10 @@ fn messages(m: &Value) -> Result<(Option<String>, Option<String>), String> {
     let mut system = None;
     let mut user = None;
     for msg in list {
-        let role = msg.get("role").and_then(Value::as_str).ok_or("a message without a `role`")?;
+        let role = msg
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or("a message without a `role`")?;
         let content = msg
             .get("content")
             .and_then(Value::as_str)

@@ -18,7 +18,10 @@ fn bad_rows_are_skipped_with_file_and_line_and_good_ones_kept() {
         // 1: Thyme-style, messages with the authors' image path
         r#"{"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "<image>\nHow many?\nUser Image Path: \"/mnt/data/x.png\""}], "images": ["a.png"], "solution": "3", "difficulty": 2}"#,
         // 2: question only, numeric solution, absolute path
-        &format!(r#"{{"question": "q2", "solution": 4, "images": [{:?}]}}"#, img.display()),
+        &format!(
+            r#"{{"question": "q2", "solution": 4, "images": [{:?}]}}"#,
+            img.display()
+        ),
         // 3: invalid JSON
         r#"{"question": "q3", "solution": "#,
         // 4: missing image
@@ -54,7 +57,12 @@ fn bad_rows_are_skipped_with_file_and_line_and_good_ones_kept() {
     let skipped: Vec<(String, &str)> = data
         .skipped
         .iter()
-        .map(|s| (s.source.rsplit(':').next().unwrap_or("").to_string(), s.reason.as_str()))
+        .map(|s| {
+            (
+                s.source.rsplit(':').next().unwrap_or("").to_string(),
+                s.reason.as_str(),
+            )
+        })
         .collect();
     let lines: Vec<&str> = skipped.iter().map(|(l, _)| l.as_str()).collect();
     assert_eq!(lines, ["3", "4", "5", "6", "8", "9"], "{skipped:?}");

@@ -11,12 +11,12 @@ use clap::{Parser, Subcommand};
 
 mod generate_cmd;
 pub mod grpo;
+pub mod optim;
 pub mod recipe;
 mod reward_cmd;
 mod rollout_cmd;
 pub mod run;
 mod sandbox_cmd;
-pub mod optim;
 pub mod schedule;
 
 /// vthinker-rl: GRPO training of vision-language models that think with images.

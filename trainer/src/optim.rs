@@ -256,7 +256,10 @@ impl<B: Backend> AdamW<B> {
             };
             let n = sizes[&id];
             if m.data.len() != n || v.data.len() != n {
-                return Err(format!("{name}: moments of {} values, the parameter has {n}", m.data.len()));
+                return Err(format!(
+                    "{name}: moments of {} values, the parameter has {n}",
+                    m.data.len()
+                ));
             }
             let t = |h: HostTensor| Tensor::from_data(TensorData::new(h.data, [n]), device);
             self.moments.insert(id, Moments { m: t(m), v: t(v) });
@@ -272,7 +275,11 @@ impl<B: Backend> AdamW<B> {
 /// Host values of a flat tensor.
 fn host<B: Backend>(t: Tensor<B, 1>) -> HostTensor {
     let shape = t.dims().to_vec();
-    let data = t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
+    let data = t
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_default();
     HostTensor { shape, data }
 }
 

@@ -20,8 +20,14 @@ struct Tiny<B: burn::tensor::backend::Backend> {
 fn tiny() -> Tiny<B> {
     let dev = Default::default();
     Tiny {
-        w: Param::from_tensor(Tensor::from_data(TensorData::new(vec![0.5f32, -1.0, 2.0, 0.25], [2, 2]), &dev)),
-        b: Param::from_tensor(Tensor::from_data(TensorData::new(vec![0.1f32, -0.2], [2]), &dev)),
+        w: Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![0.5f32, -1.0, 2.0, 0.25], [2, 2]),
+            &dev,
+        )),
+        b: Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![0.1f32, -0.2], [2]),
+            &dev,
+        )),
     }
 }
 
@@ -31,7 +37,8 @@ const CB: [f64; 2] = [4.0, -1.0];
 
 fn grads(m: &Tiny<B>) -> Gradients<Flex> {
     let dev = Default::default();
-    let cw = Tensor::<B, 2>::from_data(TensorData::new(CW.map(|x| x as f32).to_vec(), [2, 2]), &dev);
+    let cw =
+        Tensor::<B, 2>::from_data(TensorData::new(CW.map(|x| x as f32).to_vec(), [2, 2]), &dev);
     let cb = Tensor::<B, 1>::from_data(TensorData::new(CB.map(|x| x as f32).to_vec(), [2]), &dev);
     let w = m.w.val();
     let loss = (w.clone() * w * cw).sum() / 2.0 + (m.b.val() * cb).sum();
@@ -67,7 +74,10 @@ fn three_clipped_steps_match_the_formulas_and_a_restored_state_continues_exactly
         let norm = g.clip(max_norm);
         let mut gr: Vec<f64> = (0..4).map(|i| CW[i] * p[i]).chain(CB).collect();
         let ref_norm = gr.iter().map(|x| x * x).sum::<f64>().sqrt();
-        assert!((norm - ref_norm).abs() < 1e-5 * ref_norm, "{norm} vs {ref_norm}");
+        assert!(
+            (norm - ref_norm).abs() < 1e-5 * ref_norm,
+            "{norm} vs {ref_norm}"
+        );
         let coef = max_norm / (ref_norm + 1e-6);
         if coef < 1.0 {
             gr.iter_mut().for_each(|x| *x *= coef);
@@ -85,7 +95,12 @@ fn three_clipped_steps_match_the_formulas_and_a_restored_state_continues_exactly
         m = opt.step(m, g, lr);
         let got = values(&m);
         for i in 0..6 {
-            assert!((got[i] - p[i]).abs() < 1e-6, "step {t} value {i}: {} vs {}", got[i], p[i]);
+            assert!(
+                (got[i] - p[i]).abs() < 1e-6,
+                "step {t} value {i}: {} vs {}",
+                got[i],
+                p[i]
+            );
         }
         if t == 1 {
             saved = Some((m.clone(), opt.state(&m)));
@@ -97,14 +112,19 @@ fn three_clipped_steps_match_the_formulas_and_a_restored_state_continues_exactly
     // steps give the same values bit for bit.
     let (m_saved, state) = saved.expect("saved");
     let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["w.exp_avg", "w.exp_avg_sq", "b.exp_avg", "b.exp_avg_sq"]);
+    assert_eq!(
+        names,
+        ["w.exp_avg", "w.exp_avg_sq", "b.exp_avg", "b.exp_avg_sq"]
+    );
     let fresh = Tiny {
         w: Param::from_tensor(m_saved.w.val()),
         b: Param::from_tensor(m_saved.b.val()),
     };
     let mut restored = AdamW::new(CONFIG);
     let map: HashMap<_, _> = state.into_iter().collect();
-    restored.restore(&fresh, 1, map, &Default::default()).expect("restore");
+    restored
+        .restore(&fresh, 1, map, &Default::default())
+        .expect("restore");
     let mut again = fresh;
     for _ in 0..2 {
         let mut g = grads(&again);

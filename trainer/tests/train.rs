@@ -53,22 +53,37 @@ fn read(p: PathBuf) -> Vec<u8> {
 fn n_steps_equal_half_then_resume_then_half_bit_for_bit() {
     let whole = tempfile::tempdir().expect("tmp");
     let split = tempfile::tempdir().expect("tmp");
-    ok(trainer(whole.path()).arg("run").arg(RECIPE).output().expect("runs"));
+    ok(trainer(whole.path())
+        .arg("run")
+        .arg(RECIPE)
+        .output()
+        .expect("runs"));
     let first = ok(trainer(split.path())
         .args(["run", RECIPE, "--stop-at", "2"])
         .output()
         .expect("runs"));
-    assert!(stderr(&first).contains("stopped at step 2"), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("stopped at step 2"),
+        "{}",
+        stderr(&first)
+    );
     let second = ok(trainer(split.path())
         .args(["run", RECIPE, "--resume"])
         .output()
         .expect("runs"));
-    assert!(stderr(&second).contains("resuming from checkpoints/tiny/step-2"), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("resuming from checkpoints/tiny/step-2"),
+        "{}",
+        stderr(&second)
+    );
 
     for file in ["model.safetensors", "optimizer.safetensors"] {
         let a = read(whole.path().join("checkpoints/tiny/step-4").join(file));
         let b = read(split.path().join("checkpoints/tiny/step-4").join(file));
-        assert!(a == b, "{file} differs between the whole run and the resumed one");
+        assert!(
+            a == b,
+            "{file} differs between the whole run and the resumed one"
+        );
     }
     let (a, b) = (logged(whole.path()), logged(split.path()));
     assert_eq!(a.len(), 4);
@@ -78,13 +93,27 @@ fn n_steps_equal_half_then_resume_then_half_bit_for_bit() {
     assert!(a[0]["grpo/grad_norm"].as_f64().expect("norm") > 0.0);
     // The checkpoint is an HF directory with its state.
     let state: serde_json::Value = serde_json::from_slice(&read(
-        whole.path().join("checkpoints/tiny/step-4/trainer_state.json"),
+        whole
+            .path()
+            .join("checkpoints/tiny/step-4/trainer_state.json"),
     ))
     .expect("state");
     assert_eq!(state["step"], 4);
     assert_eq!(state["optimizer_steps"], 8, "μ = 2 updates per step");
-    for f in ["config.json", "tokenizer.json", "preprocessor_config.json", "recipe.toml"] {
-        assert!(whole.path().join("checkpoints/tiny/step-4").join(f).is_file(), "{f}");
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "preprocessor_config.json",
+        "recipe.toml",
+    ] {
+        assert!(
+            whole
+                .path()
+                .join("checkpoints/tiny/step-4")
+                .join(f)
+                .is_file(),
+            "{f}"
+        );
     }
 }
 
@@ -117,8 +146,15 @@ fn a_kill_mid_checkpoint_resumes_from_the_previous_complete_one() {
         .expect("runs"));
     let err = stderr(&out);
     assert!(err.contains("unfinished checkpoint"), "{err}");
-    assert!(err.contains("resuming from checkpoints/tiny/step-2"), "{err}");
-    assert!(dir.path().join("checkpoints/tiny/step-4/trainer_state.json").is_file());
+    assert!(
+        err.contains("resuming from checkpoints/tiny/step-2"),
+        "{err}"
+    );
+    assert!(
+        dir.path()
+            .join("checkpoints/tiny/step-4/trainer_state.json")
+            .is_file()
+    );
     assert!(!partial.exists());
     // metrics.jsonl holds each step once.
     let steps: Vec<u64> = logged(dir.path())
@@ -137,19 +173,29 @@ fn a_kill_mid_checkpoint_resumes_from_the_previous_complete_one() {
         .expect("runs"));
     let err = stderr(&out);
     assert!(err.contains("torn checkpoint skipped"), "{err}");
-    assert!(err.contains("resuming from checkpoints/tiny/step-2"), "{err}");
+    assert!(
+        err.contains("resuming from checkpoints/tiny/step-2"),
+        "{err}"
+    );
 }
 
 #[test]
 fn tensorboard_event_files_hold_the_scalars_histograms_and_images() {
     let dir = tempfile::tempdir().expect("tmp");
-    ok(trainer(dir.path()).arg("run").arg(RECIPE).output().expect("runs"));
+    ok(trainer(dir.path())
+        .arg("run")
+        .arg(RECIPE)
+        .output()
+        .expect("runs"));
     let run = dir.path().join("runs/tiny");
     let files: Vec<PathBuf> = std::fs::read_dir(&run)
         .expect("runs/tiny")
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("events.out.tfevents.")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("events.out.tfevents."))
+        })
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let events = tfrecord::read_events(&read(files[0].clone()));
@@ -208,7 +254,10 @@ fn tensorboard_event_files_hold_the_scalars_histograms_and_images() {
         .filter(|v| v.histogram)
         .map(|v| v.tag.as_str())
         .collect();
-    assert!(histos.contains(&"reward/total") && histos.contains(&"grpo/advantages"), "{histos:?}");
+    assert!(
+        histos.contains(&"reward/total") && histos.contains(&"grpo/advantages"),
+        "{histos:?}"
+    );
     // Images every 2 steps (and at step 1): PNGs of the input image.
     let images: Vec<(i64, &[u8])> = events
         .iter()
@@ -221,7 +270,10 @@ fn tensorboard_event_files_hold_the_scalars_histograms_and_images() {
     let lines = std::fs::read_to_string(run.join("completions.jsonl")).expect("completions");
     let first: serde_json::Value =
         serde_json::from_str(lines.lines().next().expect("a line")).expect("json");
-    assert!(first["completion"].is_string() && first["reward"].is_number(), "{first}");
+    assert!(
+        first["completion"].is_string() && first["reward"].is_number(),
+        "{first}"
+    );
 }
 
 #[test]
@@ -230,22 +282,48 @@ fn a_chained_recipe_runs_the_one_it_starts_from_first() {
     let child = dir.path().join("child.toml");
     let text = std::fs::read_to_string(RECIPE).expect("recipe");
     let text = text
-        .replace("name = \"tiny\"", &format!("name = \"child\"\ninit_from = {:?}", RECIPE))
-        .replace("../../../examples", concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
-        .replace("path = \"length_reward.py\"", concat!("path = \"", env!("CARGO_MANIFEST_DIR"), "/tests/recipes/length_reward.py\""))
+        .replace(
+            "name = \"tiny\"",
+            &format!("name = \"child\"\ninit_from = {:?}", RECIPE),
+        )
+        .replace(
+            "../../../examples",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"),
+        )
+        .replace(
+            "path = \"length_reward.py\"",
+            concat!(
+                "path = \"",
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/recipes/length_reward.py\""
+            ),
+        )
         .replace("max_steps = 4", "max_steps = 1");
     std::fs::write(&child, text).expect("write");
-    let out = ok(trainer(dir.path()).arg("run").arg(&child).output().expect("runs"));
+    let out = ok(trainer(dir.path())
+        .arg("run")
+        .arg(&child)
+        .output()
+        .expect("runs"));
     let err = stderr(&out);
     assert!(err.contains("running"), "{err}");
-    assert!(dir.path().join("checkpoints/tiny/step-4/trainer_state.json").is_file());
+    assert!(
+        dir.path()
+            .join("checkpoints/tiny/step-4/trainer_state.json")
+            .is_file()
+    );
     let state: serde_json::Value = serde_json::from_slice(&read(
-        dir.path().join("checkpoints/child/step-1/trainer_state.json"),
+        dir.path()
+            .join("checkpoints/child/step-1/trainer_state.json"),
     ))
     .expect("state");
     assert_eq!(state["start_model"], "checkpoints/tiny/step-4");
     // Once the parent is there, it is not run again.
     std::fs::remove_dir_all(dir.path().join("checkpoints/child")).expect("rm");
-    let out = ok(trainer(dir.path()).arg("run").arg(&child).output().expect("runs"));
+    let out = ok(trainer(dir.path())
+        .arg("run")
+        .arg(&child)
+        .output()
+        .expect("runs"));
     assert!(!stderr(&out).contains("running"), "{}", stderr(&out));
 }

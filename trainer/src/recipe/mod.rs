@@ -73,12 +73,7 @@ pub fn load_run(path: &Path) -> Result<Loaded> {
     let recipe: run::RunRecipe = toml::from_str(&text).map_err(|e| located(path, &text, &e))?;
     if let Err(e) = recipe.validate() {
         let line = line_of_key(&text, &e.key).map_or_else(String::new, |l| format!("{l}:"));
-        return Err(anyhow!(
-            "{}:{line} {}: {}",
-            path.display(),
-            e.key,
-            e.reason
-        ));
+        return Err(anyhow!("{}:{line} {}: {}", path.display(), e.key, e.reason));
     }
     let base_dir = path
         .parent()
@@ -102,7 +97,11 @@ fn located(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
     };
     let at = span.start.min(text.len());
     let line = text[..at].lines().count().max(1);
-    let line = if text[..at].ends_with('\n') { line + 1 } else { line };
+    let line = if text[..at].ends_with('\n') {
+        line + 1
+    } else {
+        line
+    };
     match key_at(text, at) {
         Some(key) => anyhow!("{}:{line}: {key}: {message}", path.display()),
         None => anyhow!("{}:{line}: {message}", path.display()),
@@ -116,7 +115,11 @@ fn key_at(text: &str, at: usize) -> Option<String> {
     let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
     let here = text[start..end].trim();
     if here.starts_with('[') {
-        return Some(here.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        return Some(
+            here.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string(),
+        );
     }
     let key = here.split_once('=')?.0.trim().trim_matches('"');
     let section = text[..start]
@@ -142,9 +145,7 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
             if current == key {
                 return Some(i + 1);
             }
-        } else if current == section
-            && l.split_once('=').is_some_and(|(k, _)| k.trim() == name)
-        {
+        } else if current == section && l.split_once('=').is_some_and(|(k, _)| k.trim() == name) {
             return Some(i + 1);
         }
     }

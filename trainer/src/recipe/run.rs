@@ -405,8 +405,14 @@ impl RunRecipe {
             );
         }
         for (key, v) in [
-            ("grpo.per_device_train_batch_size", g.per_device_train_batch_size),
-            ("grpo.gradient_accumulation_steps", g.gradient_accumulation_steps),
+            (
+                "grpo.per_device_train_batch_size",
+                g.per_device_train_batch_size,
+            ),
+            (
+                "grpo.gradient_accumulation_steps",
+                g.gradient_accumulation_steps,
+            ),
             ("grpo.num_iterations", g.num_iterations),
         ] {
             if v == 0 {
@@ -416,7 +422,7 @@ impl RunRecipe {
         if g.max_steps == 0 {
             return bad("grpo.max_steps", "must be at least 1".into());
         }
-        if g.trajectories_per_step() % g.num_generations != 0 {
+        if !g.trajectories_per_step().is_multiple_of(g.num_generations) {
             return bad(
                 "grpo.per_device_train_batch_size",
                 format!(
@@ -430,7 +436,11 @@ impl RunRecipe {
         for (key, v, max) in [
             ("grpo.beta", g.beta, f64::INFINITY),
             ("grpo.epsilon", g.epsilon, 1.0),
-            ("grpo.epsilon_high", g.epsilon_high.unwrap_or(0.0), f64::INFINITY),
+            (
+                "grpo.epsilon_high",
+                g.epsilon_high.unwrap_or(0.0),
+                f64::INFINITY,
+            ),
         ] {
             if !(v.is_finite() && v >= 0.0 && v <= max) {
                 return bad(key, format!("must be a number in [0, {max}]"));

@@ -101,7 +101,10 @@ pub fn save<B: burn::tensor::backend::Backend>(
         std::fs::write(&path, bytes).with_context(|| format!("{}", path.display()))
     };
     write("recipe.toml", contents.recipe.as_bytes())?;
-    write("metrics.json", serde_json::to_string_pretty(&state.metrics)?.as_bytes())?;
+    write(
+        "metrics.json",
+        serde_json::to_string_pretty(&state.metrics)?.as_bytes(),
+    )?;
     // A test hook: the window in which a kill leaves a half-written checkpoint.
     if let Some(ms) = std::env::var("VTHINKER_TEST_CHECKPOINT_PAUSE_MS")
         .ok()
@@ -143,8 +146,7 @@ fn sync_dir(dir: &Path) {
 /// Why it is torn.
 pub fn verify(dir: &Path) -> Result<TrainerState> {
     let text = std::fs::read_to_string(dir.join(STATE)).map_err(|e| anyhow!("{STATE}: {e}"))?;
-    let state: TrainerState =
-        serde_json::from_str(&text).map_err(|e| anyhow!("{STATE}: {e}"))?;
+    let state: TrainerState = serde_json::from_str(&text).map_err(|e| anyhow!("{STATE}: {e}"))?;
     for (name, size) in &state.files {
         let len = std::fs::metadata(dir.join(name))
             .map_err(|e| anyhow!("{name}: {e}"))?
@@ -216,10 +218,14 @@ fn write_tensors(path: &Path, tensors: &[(String, HostTensor)]) -> Result<()> {
     let views = tensors
         .iter()
         .zip(&bytes)
-        .map(|((name, t), b)| Ok((name.as_str(), TensorView::new(Dtype::F32, t.shape.clone(), b)?)))
+        .map(|((name, t), b)| {
+            Ok((
+                name.as_str(),
+                TensorView::new(Dtype::F32, t.shape.clone(), b)?,
+            ))
+        })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    safetensors::serialize_to_file(views, None, path)
-        .with_context(|| format!("{}", path.display()))
+    safetensors::serialize_to_file(views, None, path).with_context(|| format!("{}", path.display()))
 }
 
 /// Read the f32 tensors of a safetensors file.

@@ -39,10 +39,9 @@ impl Prompts {
             tasks::load_jsonl(f, &mut dataset)?;
         }
         if dataset.samples.is_empty() {
-            let first = dataset
-                .skipped
-                .first()
-                .map_or_else(String::new, |s| format!("; first: {}: {}", s.source, s.reason));
+            let first = dataset.skipped.first().map_or_else(String::new, |s| {
+                format!("; first: {}: {}", s.source, s.reason)
+            });
             anyhow::bail!(
                 "data.train: no usable row in {} file(s) ({} skipped{first})",
                 files.len(),
@@ -92,7 +91,11 @@ impl Prompts {
 ///
 /// # Errors
 /// An image that cannot be opened, or a prompt the tokenizer refuses.
-pub fn prompt(sample: &Sample, tokenizer: &ChatTokenizer, processor: &ProcessorConfig) -> Result<Prompt> {
+pub fn prompt(
+    sample: &Sample,
+    tokenizer: &ChatTokenizer,
+    processor: &ProcessorConfig,
+) -> Result<Prompt> {
     let mut prepared = Vec::new();
     let mut shown = Vec::new();
     for path in &sample.images {
@@ -109,7 +112,9 @@ pub fn prompt(sample: &Sample, tokenizer: &ChatTokenizer, processor: &ProcessorC
         Some(user) => messages_from_row(sample.system.as_deref(), user, &shown),
         None => messages(&sample.question, &shown),
     };
-    let tokens = tokenizer.chat(&msgs, true).with_context(|| sample.source.clone())?;
+    let tokens = tokenizer
+        .chat(&msgs, true)
+        .with_context(|| sample.source.clone())?;
     Ok(Prompt {
         tokens,
         images: prepared,

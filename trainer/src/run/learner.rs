@@ -171,7 +171,9 @@ impl<B: Backend> Learner<B> {
             stats.grad_norm = grads.clip(self.config.max_grad_norm);
             if !grads.is_empty() {
                 // The clone shares the tensors; the old graph goes with the old handle.
-                self.model = self.optim.step(self.model.clone(), grads, stats.learning_rate);
+                self.model = self
+                    .optim
+                    .step(self.model.clone(), grads, stats.learning_rate);
             }
             stats.optimizer_s += started.elapsed().as_secs_f64();
             stats.loss += pass.loss / passes as f64;
@@ -215,7 +217,11 @@ impl<B: Backend> Learner<B> {
             }
             rows.push(Row {
                 tokens: tokens.clone(),
-                images: t.images.iter().map(|i| self.model.encode_image(i)).collect(),
+                images: t
+                    .images
+                    .iter()
+                    .map(|i| self.model.encode_image(i))
+                    .collect(),
             });
             if let Some(reference) = &self.reference {
                 ref_rows.push(Row {

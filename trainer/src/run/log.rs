@@ -49,7 +49,8 @@ impl RunLog {
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        std::fs::write(&metrics_path, kept).with_context(|| format!("{}", metrics_path.display()))?;
+        std::fs::write(&metrics_path, kept)
+            .with_context(|| format!("{}", metrics_path.display()))?;
         let metrics = std::fs::OpenOptions::new()
             .append(true)
             .open(&metrics_path)
@@ -80,7 +81,8 @@ impl RunLog {
     /// `metrics.jsonl` cannot be written.
     pub fn scalars(&mut self, step: u64, values: &BTreeMap<String, f64>) -> Result<()> {
         for (tag, v) in values {
-            self.events.add_summary(scalar(tag, *v as f32), step as usize);
+            self.events
+                .add_summary(scalar(tag, *v as f32), step as usize);
         }
         let mut line = serde_json::Map::new();
         line.insert("step".into(), step.into());
@@ -101,7 +103,16 @@ impl RunLog {
         let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let sum: f64 = values.iter().sum();
         let sq: f64 = values.iter().map(|v| v * v).sum();
-        let h = histogram_raw(tag, min, max, values.len() as f64, sum, sq, &limits, &counts);
+        let h = histogram_raw(
+            tag,
+            min,
+            max,
+            values.len() as f64,
+            sum,
+            sq,
+            &limits,
+            &counts,
+        );
         self.events.add_summary(h, step as usize);
     }
 
@@ -180,7 +191,8 @@ pub fn strip(images: &[image::RgbImage], height: u32) -> Option<image::RgbImage>
         return None;
     }
     let gap = 4;
-    let width: u32 = scaled.iter().map(|i| i.width()).sum::<u32>() + gap * (scaled.len() as u32 - 1);
+    let width: u32 =
+        scaled.iter().map(|i| i.width()).sum::<u32>() + gap * (scaled.len() as u32 - 1);
     let mut out = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
     let mut x = 0;
     for i in &scaled {

@@ -43,14 +43,21 @@ pub fn scalars(
         let (pm, _) = part.mean_std();
         put(&format!("reward/{}_mean", part.label), pm);
         let n = part.values.len().max(1) as f64;
-        let positive = part.values.iter().filter(|v| v.is_some_and(|x| x > 0.0)).count();
+        let positive = part
+            .values
+            .iter()
+            .filter(|v| v.is_some_and(|x| x > 0.0))
+            .count();
         match part.label.as_str() {
             "accuracy" => put("reward/accuracy", positive as f64 / n),
             "format" => put("reward/format_rate", positive as f64 / n),
             _ => {}
         }
         if part.failures() > 0 {
-            put(&format!("reward/{}_failures", part.label), part.failures() as f64);
+            put(
+                &format!("reward/{}_failures", part.label),
+                part.failures() as f64,
+            );
         }
     }
     put("grpo/loss", stats.loss);
@@ -68,14 +75,21 @@ pub fn scalars(
         .iter()
         .map(|t| (t.tokens.len() - t.prompt_len) as f64)
         .collect();
-    put("rollout/completion_length_mean", lengths.iter().sum::<f64>() / n);
+    put(
+        "rollout/completion_length_mean",
+        lengths.iter().sum::<f64>() / n,
+    );
     put(
         "rollout/completion_length_max",
         lengths.iter().copied().fold(0.0, f64::max),
     );
     put(
         "rollout/completion_length_min",
-        lengths.iter().copied().fold(f64::INFINITY, f64::min).min(1e12),
+        lengths
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min)
+            .min(1e12),
     );
     let blocks: usize = trajectories.iter().map(|t| t.blocks.len()).sum();
     let errors = trajectories
@@ -91,15 +105,29 @@ pub fn scalars(
     put("rollout/executions_mean", blocks as f64 / n);
     put(
         "rollout/sandbox_error_rate",
-        if blocks > 0 { errors as f64 / blocks as f64 } else { 0.0 },
+        if blocks > 0 {
+            errors as f64 / blocks as f64
+        } else {
+            0.0
+        },
     );
     put(
         "rollout/sandbox_success_rate",
-        if blocks > 0 { 1.0 - errors as f64 / blocks as f64 } else { 0.0 },
+        if blocks > 0 {
+            1.0 - errors as f64 / blocks as f64
+        } else {
+            0.0
+        },
     );
-    put("rollout/sandbox_timeout_rate", count(Finish::SandboxTimeout));
+    put(
+        "rollout/sandbox_timeout_rate",
+        count(Finish::SandboxTimeout),
+    );
     put("rollout/answered_rate", count(Finish::Answer));
-    put("rollout/truncated_rate", count(Finish::Length) + count(Finish::RoundCap));
+    put(
+        "rollout/truncated_rate",
+        count(Finish::Length) + count(Finish::RoundCap),
+    );
     put("rollout/failed", count(Finish::Error) * n);
     put("rollout/staleness", staleness as f64);
     let sampled: usize = trajectories
@@ -108,7 +136,11 @@ pub fn scalars(
         .sum();
     put(
         "rollout/tokens_per_s",
-        if times.rollout > 0.0 { sampled as f64 / times.rollout } else { 0.0 },
+        if times.rollout > 0.0 {
+            sampled as f64 / times.rollout
+        } else {
+            0.0
+        },
     );
     put("time/rollout", times.rollout);
     put("time/sandbox", times.sandbox);

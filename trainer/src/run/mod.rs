@@ -77,7 +77,11 @@ pub fn check(args: &CheckArgs, registry: &reward::Registry) -> Result<()> {
 }
 
 /// Check one recipe and those it starts from.
-fn check_recipe(loaded: &Loaded, registry: &reward::Registry, chain: &mut Vec<PathBuf>) -> Result<()> {
+fn check_recipe(
+    loaded: &Loaded,
+    registry: &reward::Registry,
+    chain: &mut Vec<PathBuf>,
+) -> Result<()> {
     enter(loaded, chain)?;
     let r = &loaded.recipe;
     if let Some(p) = &r.init_from {
@@ -109,7 +113,11 @@ fn enter(loaded: &Loaded, chain: &mut Vec<PathBuf>) -> Result<()> {
         .canonicalize()
         .unwrap_or_else(|_| loaded.path.clone());
     if chain.contains(&canon) {
-        let names: Vec<String> = chain.iter().chain([&canon]).map(|p| p.display().to_string()).collect();
+        let names: Vec<String> = chain
+            .iter()
+            .chain([&canon])
+            .map(|p| p.display().to_string())
+            .collect();
         return Err(anyhow!("init_from forms a cycle: {}", names.join(" → ")));
     }
     chain.push(canon);
@@ -170,7 +178,13 @@ fn run_recipe(
     chain.pop();
     match loaded.recipe.policy.device.as_str() {
         #[cfg(feature = "cuda")]
-        "cuda" => step::train::<burn::backend::Cuda>(loaded, &start_model, options, registry, &Default::default()),
+        "cuda" => step::train::<burn::backend::Cuda>(
+            loaded,
+            &start_model,
+            options,
+            registry,
+            &Default::default(),
+        ),
         #[cfg(not(feature = "cuda"))]
         "cuda" => Err(anyhow!(
             "{}: policy.device = \"cuda\": this trainer was built without `--features cuda`",

@@ -88,6 +88,9 @@ impl Progress {
         }
         let mean = |s: &[(u64, f64)]| s.iter().map(|x| x.1).sum::<f64>() / s.len() as f64;
         let k = n.min(self.history.len());
-        Some((mean(&self.history[..k]), mean(&self.history[self.history.len() - k..])))
+        Some((
+            mean(&self.history[..k]),
+            mean(&self.history[self.history.len() - k..]),
+        ))
     }
 }

@@ -35,7 +35,9 @@ pub struct Sampler<'a> {
 
 impl std::fmt::Debug for Sampler<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sampler").field("group", &self.group).finish()
+        f.debug_struct("Sampler")
+            .field("group", &self.group)
+            .finish()
     }
 }
 
@@ -108,7 +110,9 @@ impl Sampler<'_> {
                 step,
                 prompt: row as u64,
             };
-            trajectories.extend(run_group(policy, &self.ctx, prompt, tools, id, self.group, overlap));
+            trajectories.extend(run_group(
+                policy, &self.ctx, prompt, tools, id, self.group, overlap,
+            ));
         }
         Ok(Batch {
             step,

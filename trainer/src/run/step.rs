@@ -150,7 +150,9 @@ where
     };
 
     let first = resumed.as_ref().map_or(0, |(_, s)| s.step);
-    let mut cursor = resumed.as_ref().map_or(Cursor::default(), |(_, s)| s.cursor);
+    let mut cursor = resumed
+        .as_ref()
+        .map_or(Cursor::default(), |(_, s)| s.cursor);
     let run_dir = r.logging.dir.join(&r.name);
     let mut log = RunLog::open(&run_dir, first, r.logging.histogram_bins)?;
     let mut progress = Progress::new(&r.name, first, max_steps, r.logging.progress_bar);
@@ -242,7 +244,15 @@ where
         log.histogram("grpo/advantages", &adv.values, done);
         let every = r.logging.completions_steps;
         if every > 0 && (done % every == 0 || done == 1) {
-            write_completions(&mut log, &sampler, &batch, &scored, &adv.values, done, r.logging.completions_count)?;
+            write_completions(
+                &mut log,
+                &sampler,
+                &batch,
+                &scored,
+                &adv.values,
+                done,
+                r.logging.completions_count,
+            )?;
         }
         log.flush();
         progress.step(done, &m);

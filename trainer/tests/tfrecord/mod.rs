@@ -24,7 +24,11 @@ fn crc32c(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -66,7 +70,12 @@ fn fields(mut b: &[u8]) -> Vec<(u64, u8, u64, &[u8])> {
                 b = rest;
             }
             1 => {
-                out.push((field, wire, u64::from_le_bytes(b[..8].try_into().expect("8")), &b[..8]));
+                out.push((
+                    field,
+                    wire,
+                    u64::from_le_bytes(b[..8].try_into().expect("8")),
+                    &b[..8],
+                ));
                 b = &b[8..];
             }
             2 => {
@@ -76,7 +85,12 @@ fn fields(mut b: &[u8]) -> Vec<(u64, u8, u64, &[u8])> {
                 b = &rest[len..];
             }
             5 => {
-                out.push((field, wire, u64::from(u32::from_le_bytes(b[..4].try_into().expect("4"))), &b[..4]));
+                out.push((
+                    field,
+                    wire,
+                    u64::from(u32::from_le_bytes(b[..4].try_into().expect("4"))),
+                    &b[..4],
+                ));
                 b = &b[4..];
             }
             w => panic!("wire type {w}"),
