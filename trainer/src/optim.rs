@@ -15,6 +15,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use policy::HostTensor;
+use policy::model::layers::host;
 
 /// AdamW's settings (the learning rate comes with each step, from the schedule).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -270,17 +271,6 @@ impl<B: Backend> AdamW<B> {
         self.steps = steps;
         Ok(())
     }
-}
-
-/// Host values of a flat tensor.
-fn host<B: Backend>(t: Tensor<B, 1>) -> HostTensor {
-    let shape = t.dims().to_vec();
-    let data = t
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .unwrap_or_default();
-    HostTensor { shape, data }
 }
 
 /// Every float parameter's id and module path (`text.layers.0.self_attn.q_proj.weight`), in

@@ -175,7 +175,9 @@ fn steps(root: &Path) -> Vec<u64> {
 pub fn latest(root: &Path, warn: &mut dyn FnMut(String)) -> Option<(PathBuf, TrainerState)> {
     for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".step-") && name.ends_with(".partial") {
+        // `.step-N.partial`, and `..step-N.partial.partial` if the policy's own write into
+        // it was cut short.
+        if name.starts_with('.') && name.contains("step-") && name.ends_with(".partial") {
             warn(format!(
                 "{}: an unfinished checkpoint (the run stopped while writing it); removed",
                 entry.path().display()
