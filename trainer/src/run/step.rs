@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, anyhow};
+use burn::module::AutodiffModule as _;
 use burn::tensor::backend::Backend;
 use policy::{Checkpoint, Qwen25VL};
 use rollout::{Context, Finish, StopStrings};
@@ -57,25 +58,32 @@ where
         }
         eprintln!("resuming from {} (step {})", shown(dir), state.step);
     }
-    let start = Checkpoint::load(start_model).with_context(|| format!("policy {start_model}"))?;
     let ckpt = match &resumed {
         Some((dir, _)) => Checkpoint::load_dir(dir)?,
-        None => start.clone(),
+        None => Checkpoint::load(start_model).with_context(|| format!("policy {start_model}"))?,
     };
     let config_json = ckpt.config_json.clone();
     let tokenizer_json = ckpt.tokenizer_json.clone();
     let processor = ckpt.processor.clone();
     let eos = ckpt.config.tokens.eos.clone();
     let (model, tokenizer, _) = ckpt.build::<Train<B>>(device)?;
+    // The KL reference is the starting policy: on a fresh run the weights just loaded (the
+    // inference view shares their tensors, which the optimizer replaces rather than mutates,
+    // so it stays frozen without a copy); on a resumed run it is loaded again.
+    let reference = match (&resumed, r.grpo.beta > 0.0) {
+        (_, false) => None,
+        (None, true) => Some(model.valid()),
+        (Some(_), true) => Some(
+            Checkpoint::load(start_model)
+                .with_context(|| format!("the reference policy {start_model}"))?
+                .build::<B>(device)?
+                .0,
+        ),
+    };
     let model = if r.policy.freeze_vision {
         model.freeze_vision_encoder()
     } else {
         model
-    };
-    let reference = if r.grpo.beta > 0.0 {
-        Some(start.build::<B>(device)?.0)
-    } else {
-        None
     };
     let o = &r.optimizer;
     let mut optim = AdamW::new(AdamWConfig {
