@@ -162,6 +162,18 @@ fn a_kill_mid_checkpoint_resumes_from_the_previous_complete_one() {
         .map(|v| v["step"].as_u64().expect("step"))
         .collect();
     assert_eq!(steps, [1, 2, 3, 4]);
+    // completions.jsonl too: 2 trajectories at steps 1, 2 and 4.
+    let completions = std::fs::read_to_string(dir.path().join("runs/tiny/completions.jsonl"))
+        .expect("completions");
+    let steps: Vec<u64> = completions
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["step"]
+                .as_u64()
+                .expect("step")
+        })
+        .collect();
+    assert_eq!(steps, [1, 1, 2, 2, 4, 4]);
 
     // A damaged checkpoint (a file cut short) is skipped with a warning.
     let model = dir.path().join("checkpoints/tiny/step-4/model.safetensors");

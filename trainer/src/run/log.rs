@@ -29,7 +29,7 @@ impl std::fmt::Debug for RunLog {
 
 impl RunLog {
     /// Open `dir` for a run starting (or resuming) after step `start`: `metrics.jsonl` keeps
-    /// only the lines of steps ≤ `start` (a resumed run rewrites the rest), and the event file
+    /// and `completions.jsonl` keep only the lines of steps ≤ `start` (a resumed run rewrites the rest), and the event file
     /// begins with TensorBoard's session START at `start + 1`, which makes TensorBoard drop
     /// the earlier attempt's events from that step on.
     ///
@@ -38,20 +38,10 @@ impl RunLog {
     pub fn open(dir: &Path, start: u64, bins: usize) -> Result<RunLog> {
         std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
         let metrics_path = dir.join("metrics.jsonl");
-        let kept: String = std::fs::read_to_string(&metrics_path)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .ok()
-                    .and_then(|v| v.get("step")?.as_u64())
-                    .is_some_and(|s| s <= start)
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        std::fs::write(&metrics_path, kept)
-            .with_context(|| format!("{}", metrics_path.display()))?;
+        cut_back(&metrics_path, start)?;
+        cut_back(&dir.join("completions.jsonl"), start)?;
         let metrics = std::fs::OpenOptions::new()
+            .create(true)
             .append(true)
             .open(&metrics_path)
             .with_context(|| format!("{}", metrics_path.display()))?;
@@ -157,6 +147,25 @@ impl RunLog {
         self.events.flush();
         let _ = self.metrics.flush();
     }
+}
+
+/// Keep only the lines of a jsonl log whose `step` is at most `start` (a resumed run writes the
+/// later ones again). A missing file is left missing.
+fn cut_back(path: &Path, start: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step")?.as_u64())
+                .is_some_and(|s| s <= start)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path, kept).with_context(|| format!("{}", path.display()))
 }
 
 /// TensorBoard histogram buckets: right edges and counts over `bins` equal widths.
