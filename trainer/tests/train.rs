@@ -30,6 +30,27 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `trainer run RECIPE --resume` in `dir`, which must succeed; its stderr.
+fn resume(dir: &Path) -> String {
+    stderr(&ok(trainer(dir)
+        .args(["run", RECIPE, "--resume"])
+        .output()
+        .expect("runs")))
+}
+
+/// The `step` of each line of a jsonl log.
+fn steps_in(path: PathBuf) -> Vec<u64> {
+    String::from_utf8(read(path))
+        .expect("utf-8")
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["step"]
+                .as_u64()
+                .expect("step")
+        })
+        .collect()
+}
+
 /// `metrics.jsonl` without the wall-clock entries (times and rates differ between runs).
 fn logged(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("runs/tiny/metrics.jsonl"))
@@ -67,14 +88,10 @@ fn n_steps_equal_half_then_resume_then_half_bit_for_bit() {
         "{}",
         stderr(&first)
     );
-    let second = ok(trainer(split.path())
-        .args(["run", RECIPE, "--resume"])
-        .output()
-        .expect("runs"));
+    let second = resume(split.path());
     assert!(
-        stderr(&second).contains("resuming from checkpoints/tiny/step-2"),
-        "{}",
-        stderr(&second)
+        second.contains("resuming from checkpoints/tiny/step-2"),
+        "{second}"
     );
 
     for file in ["model.safetensors", "optimizer.safetensors"] {
@@ -140,11 +157,7 @@ fn a_kill_mid_checkpoint_resumes_from_the_previous_complete_one() {
     assert!(partial.exists());
     assert!(!dir.path().join("checkpoints/tiny/step-4").exists());
 
-    let out = ok(trainer(dir.path())
-        .args(["run", RECIPE, "--resume"])
-        .output()
-        .expect("runs"));
-    let err = stderr(&out);
+    let err = resume(dir.path());
     assert!(err.contains("unfinished checkpoint"), "{err}");
     assert!(
         err.contains("resuming from checkpoints/tiny/step-2"),
@@ -156,34 +169,16 @@ fn a_kill_mid_checkpoint_resumes_from_the_previous_complete_one() {
             .is_file()
     );
     assert!(!partial.exists());
-    // metrics.jsonl holds each step once.
-    let steps: Vec<u64> = logged(dir.path())
-        .iter()
-        .map(|v| v["step"].as_u64().expect("step"))
-        .collect();
-    assert_eq!(steps, [1, 2, 3, 4]);
-    // completions.jsonl too: 2 trajectories at steps 1, 2 and 4.
-    let completions = std::fs::read_to_string(dir.path().join("runs/tiny/completions.jsonl"))
-        .expect("completions");
-    let steps: Vec<u64> = completions
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).expect("json")["step"]
-                .as_u64()
-                .expect("step")
-        })
-        .collect();
-    assert_eq!(steps, [1, 1, 2, 2, 4, 4]);
+    // metrics.jsonl holds each step once; completions.jsonl 2 trajectories at steps 1, 2, 4.
+    let run = dir.path().join("runs/tiny");
+    assert_eq!(steps_in(run.join("metrics.jsonl")), [1, 2, 3, 4]);
+    assert_eq!(steps_in(run.join("completions.jsonl")), [1, 1, 2, 2, 4, 4]);
 
     // A damaged checkpoint (a file cut short) is skipped with a warning.
     let model = dir.path().join("checkpoints/tiny/step-4/model.safetensors");
     let bytes = read(model.clone());
     std::fs::write(&model, &bytes[..bytes.len() / 2]).expect("truncate");
-    let out = ok(trainer(dir.path())
-        .args(["run", RECIPE, "--resume"])
-        .output()
-        .expect("runs"));
-    let err = stderr(&out);
+    let err = resume(dir.path());
     assert!(err.contains("torn checkpoint skipped"), "{err}");
     assert!(
         err.contains("resuming from checkpoints/tiny/step-2"),

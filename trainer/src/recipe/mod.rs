@@ -114,20 +114,11 @@ fn key_at(text: &str, at: usize) -> Option<String> {
     let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
     let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
     let here = text[start..end].trim();
-    if here.starts_with('[') {
-        return Some(
-            here.trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_string(),
-        );
+    if let Some(h) = header(here) {
+        return Some(h);
     }
     let key = here.split_once('=')?.0.trim().trim_matches('"');
-    let section = text[..start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(|h| h.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let section = text[..start].lines().rev().find_map(|l| header(l.trim()));
     Some(match section {
         Some(s) => format!("{s}.{key}"),
         None => key.to_string(),
@@ -140,8 +131,8 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
     let mut current = String::new();
     for (i, line) in text.lines().enumerate() {
         let l = line.trim();
-        if l.starts_with('[') {
-            current = l.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        if let Some(h) = header(l) {
+            current = h;
             if current == key {
                 return Some(i + 1);
             }
@@ -150,4 +141,13 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
         }
     }
     None
+}
+
+/// The table name of a `[table]` or `[[array]]` header line.
+fn header(line: &str) -> Option<String> {
+    line.starts_with('[').then(|| {
+        line.trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_string()
+    })
 }

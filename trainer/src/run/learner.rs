@@ -109,11 +109,6 @@ impl<B: Backend> Learner<B> {
         self.model.valid()
     }
 
-    /// The reference copy, if kept.
-    pub fn reference(&self) -> Option<&Qwen25VL<B>> {
-        self.reference.as_ref()
-    }
-
     /// The trainable model.
     pub fn model(&self) -> &Qwen25VL<Train<B>> {
         &self.model
@@ -122,11 +117,6 @@ impl<B: Backend> Learner<B> {
     /// The optimizer.
     pub fn optimizer(&self) -> &AdamW<B> {
         &self.optim
-    }
-
-    /// The optimizer, to restore its state.
-    pub fn optimizer_mut(&mut self) -> &mut AdamW<B> {
-        &mut self.optim
     }
 
     /// One optimizer step on `items` (0-based `step` of the run, for the schedule).

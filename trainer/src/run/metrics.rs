@@ -105,19 +105,11 @@ pub fn scalars(
     put("rollout/executions_mean", blocks as f64 / n);
     put(
         "rollout/sandbox_error_rate",
-        if blocks > 0 {
-            errors as f64 / blocks as f64
-        } else {
-            0.0
-        },
+        ratio(errors as f64, blocks as f64),
     );
     put(
         "rollout/sandbox_success_rate",
-        if blocks > 0 {
-            1.0 - errors as f64 / blocks as f64
-        } else {
-            0.0
-        },
+        ratio((blocks - errors) as f64, blocks as f64),
     );
     put(
         "rollout/sandbox_timeout_rate",
@@ -128,20 +120,19 @@ pub fn scalars(
         "rollout/truncated_rate",
         count(Finish::Length) + count(Finish::RoundCap),
     );
-    put("rollout/failed", count(Finish::Error) * n);
+    put(
+        "rollout/failed",
+        trajectories
+            .iter()
+            .filter(|t| t.finish == Finish::Error)
+            .count() as f64,
+    );
     put("rollout/staleness", staleness as f64);
     let sampled: usize = trajectories
         .iter()
         .map(|t| t.mask.iter().filter(|&&x| x == 1).count())
         .sum();
-    put(
-        "rollout/tokens_per_s",
-        if times.rollout > 0.0 {
-            sampled as f64 / times.rollout
-        } else {
-            0.0
-        },
-    );
+    put("rollout/tokens_per_s", ratio(sampled as f64, times.rollout));
     put("time/rollout", times.rollout);
     put("time/sandbox", times.sandbox);
     put("time/reward", times.reward);
@@ -150,4 +141,9 @@ pub fn scalars(
     put("time/checkpoint", times.checkpoint);
     put("time/step", times.step);
     m
+}
+
+/// a / b, or 0 when there is nothing to divide by.
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
 }

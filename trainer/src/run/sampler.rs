@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
-use policy::{ChatTokenizer, ProcessorConfig, Qwen25VL};
+use policy::Qwen25VL;
 use reward::RewardInput;
 use rollout::{Context, GroupId, Overlap, Tools, Trajectory, run_group};
 use sandbox::Sandbox;
@@ -15,12 +15,8 @@ use super::data::{self, Cursor, Prompts};
 pub struct Sampler<'a> {
     /// The data.
     pub prompts: &'a Prompts,
-    /// The rollout rules and tokenizer.
+    /// The rollout rules, tokenizer and image processor.
     pub ctx: Context<'a>,
-    /// The tokenizer (for prompts).
-    pub tokenizer: &'a ChatTokenizer,
-    /// The image processor.
-    pub processor: &'a ProcessorConfig,
     /// The sandbox, when code runs.
     pub sandbox: Option<&'a Sandbox>,
     /// The run's seed.
@@ -87,7 +83,7 @@ impl Sampler<'_> {
             }
             let i = self.prompts.take(&mut cursor, 1)[0];
             let sample = self.prompts.sample(i);
-            match data::prompt(sample, self.tokenizer, self.processor) {
+            match data::prompt(sample, self.ctx.tokenizer, self.ctx.processor) {
                 Ok(p) => {
                     rows.push(i);
                     prompts.push(p);

@@ -148,8 +148,6 @@ where
             stops: &stops,
             eos: &eos,
         },
-        tokenizer: &tokenizer,
-        processor: &processor,
         sandbox: sandbox.as_ref(),
         seed: r.seed,
         group: g.num_generations,
