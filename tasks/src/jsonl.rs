@@ -15,6 +15,8 @@ pub struct Sample {
     /// The user message's text of the row's `messages` (with its `<image>` tags), if it has
     /// them; otherwise the prompt is built from `question`.
     pub user: Option<String>,
+    /// The first assistant message (SFT data: the gold turn).
+    pub assistant: Option<String>,
     /// The images, resolved to paths that exist and decode.
     pub images: Vec<PathBuf>,
     /// The question (`question`, or the user text without tags and image lines).
@@ -99,8 +101,8 @@ fn parse_row(line: &str, base: &Path, source: &str) -> Result<Sample, String> {
         Some(_) => return Err("`solution` must be a string".into()),
         None => return Err("missing field `solution`".into()),
     };
-    let (system, user) = match row.remove("messages") {
-        None | Some(Value::Null) => (None, None),
+    let (system, user, assistant) = match row.remove("messages") {
+        None | Some(Value::Null) => (None, None, None),
         Some(m) => messages(&m)?,
     };
     let question = match row.remove("question") {
@@ -124,6 +126,7 @@ fn parse_row(line: &str, base: &Path, source: &str) -> Result<Sample, String> {
         source: source.to_string(),
         system,
         user,
+        assistant,
         images,
         question,
         solution,
@@ -154,11 +157,12 @@ fn image_path(v: &Value, base: &Path) -> Result<PathBuf, String> {
     Ok(p)
 }
 
-/// The system and user texts of `messages`.
-fn messages(m: &Value) -> Result<(Option<String>, Option<String>), String> {
+/// The system, user and assistant texts of `messages`.
+fn messages(m: &Value) -> Result<Texts, String> {
     let list = m.as_array().ok_or("`messages` must be a list")?;
     let mut system = None;
     let mut user = None;
+    let mut assistant = None;
     for msg in list {
         let role = msg
             .get("role")
@@ -172,14 +176,18 @@ fn messages(m: &Value) -> Result<(Option<String>, Option<String>), String> {
             "system" => system = Some(content.to_string()),
             // The first user message is the prompt; an assistant message (SFT data) is not.
             "user" if user.is_none() => user = Some(content.to_string()),
+            "assistant" if assistant.is_none() => assistant = Some(content.to_string()),
             _ => {}
         }
     }
     if user.is_none() {
         return Err("`messages` has no user message".into());
     }
-    Ok((system, user))
+    Ok((system, user, assistant))
 }
+
+/// A row's system, user and assistant texts.
+type Texts = (Option<String>, Option<String>, Option<String>);
 
 /// The question in a user text: without `<image>` tags, the image path/size lines and the
 /// output-format line.
