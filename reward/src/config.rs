@@ -24,6 +24,18 @@ pub struct RewardsConfig {
     pub judge: Option<JudgeConfig>,
 }
 
+impl Default for RewardsConfig {
+    /// No parts (a recipe that trains without rewards, e.g. SFT).
+    fn default() -> Self {
+        RewardsConfig {
+            parts: Vec::new(),
+            gate_on: default_gate(),
+            timeout_s: default_timeout(),
+            judge: None,
+        }
+    }
+}
+
 fn default_gate() -> String {
     "accuracy".into()
 }

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod decoder;
+pub mod gold;
 pub mod group;
 pub mod path;
 pub mod prompt;

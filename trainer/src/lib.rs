@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod eval;
 mod generate_cmd;
 pub mod grpo;
 pub mod optim;
@@ -18,6 +19,7 @@ mod rollout_cmd;
 pub mod run;
 mod sandbox_cmd;
 pub mod schedule;
+mod tasks_cmd;
 
 /// vthinker-rl: GRPO training of vision-language models that think with images.
 #[derive(Debug, Parser)]
@@ -48,6 +50,11 @@ enum Command {
     Run(run::RunArgs),
     /// Validate a recipe (and those it starts from) without running it.
     Check(run::CheckArgs),
+    /// Score a recipe's final checkpoint (or a checkpoint directory) on the held-out tasks,
+    /// per family: greedy, at most 5 rounds; a table, a JSON file and TensorBoard scalars.
+    Eval(eval::EvalArgs),
+    /// Write generated tasks (with gold trajectories) as jsonl + images.
+    Tasks(tasks_cmd::TasksArgs),
 }
 
 /// Run the command line with `registry`'s reward parts; the process's exit code.
@@ -61,6 +68,8 @@ pub fn main_with(registry: reward::Registry) -> ExitCode {
         Command::Rollout(args) => rollout_cmd::run(&args),
         Command::Run(args) => run::run(&args, &registry),
         Command::Check(args) => run::check(&args, &registry),
+        Command::Eval(args) => eval::run(&args),
+        Command::Tasks(args) => tasks_cmd::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

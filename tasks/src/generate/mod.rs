@@ -163,7 +163,7 @@ impl Task {
     pub fn gold(&self) -> String {
         let out = self.drawn.printed.as_deref().unwrap_or("<image>");
         format!(
-            "<think>{}\n{}\n<sandbox_output>{out}</sandbox_output>\n</think>\n<answer>{}</answer>",
+            "<think>{}\n{}<sandbox_output>{out}</sandbox_output>\n</think>\n<answer>{}</answer>",
             self.drawn.thought,
             self.gold_code(),
             self.drawn.solution

@@ -24,6 +24,9 @@ pub struct RunRecipe {
     /// that checkpoint does not exist yet (relative to this recipe's directory).
     #[serde(default)]
     pub init_from: Option<PathBuf>,
+    /// What the run trains: `grpo` (the default) or `sft` on the data's gold turns.
+    #[serde(default)]
+    pub stage: Stage,
     /// The policy.
     #[serde(default)]
     pub policy: PolicySection,
@@ -35,11 +38,18 @@ pub struct RunRecipe {
     /// The Python sandbox (`[sandbox]`, `[sandbox.limits]`).
     #[serde(default)]
     pub sandbox: SandboxConfig,
-    /// The reward parts.
+    /// The reward parts (GRPO; an SFT recipe may leave them out).
+    #[serde(default)]
     pub rewards: reward::RewardsConfig,
     /// GRPO's objective and batch.
     #[serde(default)]
     pub grpo: GrpoSection,
+    /// SFT's batch and length (`stage = "sft"`).
+    #[serde(default)]
+    pub sft: SftSection,
+    /// `trainer eval`: the held-out tasks and the rules (VTBench's: greedy, ≤ 5 rounds).
+    #[serde(default)]
+    pub eval: EvalSection,
     /// AdamW and the learning-rate schedule.
     #[serde(default)]
     pub optimizer: OptimizerSection,
@@ -74,15 +84,112 @@ impl Default for PolicySection {
     }
 }
 
+/// What a run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// GRPO on sampled trajectories.
+    #[default]
+    Grpo,
+    /// Supervised fine-tuning on the data's assistant turns (loss on the policy's tokens;
+    /// sandbox outputs, re-run for real, masked as in GRPO).
+    Sft,
+}
+
 /// `[data]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
     /// The training prompts: jsonl files in the Thyme / ms-swift format.
+    #[serde(default)]
     pub train: Vec<PathBuf>,
+    /// Tasks from the built-in generator (train split), written once under `dir`.
+    #[serde(default)]
+    pub tasks: Option<TasksSection>,
     /// Shuffle the prompts each epoch (seeded).
     #[serde(default = "defaults::yes")]
     pub shuffle: bool,
+}
+
+/// `[data.tasks]`: the built-in generator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksSection {
+    /// `perception`, `instruction`, `reasoning` (task `i` takes them in turn).
+    pub families: Vec<tasks::generate::Family>,
+    /// Training tasks.
+    pub count: usize,
+    /// Difficulty levels 1–3, in turn.
+    #[serde(default = "defaults::levels")]
+    pub levels: Vec<u8>,
+    /// The generator's seed (the held-out split of `trainer eval` uses the same seed).
+    #[serde(default = "defaults::task_seed")]
+    pub seed: u64,
+    /// Where generated data goes (relative to the recipe).
+    #[serde(default = "defaults::task_dir")]
+    pub dir: PathBuf,
+}
+
+impl TasksSection {
+    /// The generator's spec for `split`, `count` tasks of `families`.
+    pub fn spec(
+        &self,
+        split: tasks::generate::Split,
+        families: &[tasks::generate::Family],
+        count: usize,
+    ) -> tasks::generate::Spec {
+        tasks::generate::Spec {
+            families: families.to_vec(),
+            count,
+            levels: self.levels.clone(),
+            seed: self.seed,
+            split,
+        }
+    }
+}
+
+/// `[sft]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftSection {
+    /// Sequences per micro-batch.
+    pub per_device_train_batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub gradient_accumulation_steps: usize,
+    /// Optimizer steps.
+    pub max_steps: u64,
+}
+
+impl Default for SftSection {
+    fn default() -> Self {
+        SftSection {
+            per_device_train_batch_size: 8,
+            gradient_accumulation_steps: 1,
+            max_steps: 100,
+        }
+    }
+}
+
+/// `[eval]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSection {
+    /// Held-out tasks per family.
+    pub count: usize,
+    /// Families scored.
+    pub families: Vec<tasks::generate::Family>,
+    /// Generation calls per trajectory (VTBench: 5).
+    pub max_rounds: usize,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        EvalSection {
+            count: 60,
+            families: tasks::generate::Family::ALL.to_vec(),
+            max_rounds: 5,
+        }
+    }
 }
 
 /// `[rollout]`.
@@ -324,6 +431,15 @@ mod defaults {
     pub fn yes() -> bool {
         true
     }
+    pub fn levels() -> Vec<u8> {
+        vec![1, 2, 3]
+    }
+    pub fn task_seed() -> u64 {
+        1
+    }
+    pub fn task_dir() -> std::path::PathBuf {
+        "../data/tasks".into()
+    }
 }
 
 /// A check that failed: the key (dotted) and why.
@@ -336,6 +452,14 @@ pub struct Invalid {
 }
 
 impl RunRecipe {
+    /// Optimizer steps of the run (its stage's `max_steps`).
+    pub fn max_steps(&self) -> u64 {
+        match self.stage {
+            Stage::Grpo => self.grpo.max_steps,
+            Stage::Sft => self.sft.max_steps,
+        }
+    }
+
     /// The checks that serde cannot make: ranges and combinations of keys.
     ///
     /// # Errors
@@ -370,8 +494,40 @@ impl RunRecipe {
         if !matches!(self.policy.device.as_str(), "cpu" | "cuda") {
             return bad("policy.device", "must be \"cpu\" or \"cuda\"".into());
         }
-        if self.data.train.is_empty() {
-            return bad("data.train", "names no file".into());
+        if self.data.train.is_empty() && self.data.tasks.is_none() {
+            return bad(
+                "data.train",
+                "names no file (and there is no [data.tasks])".into(),
+            );
+        }
+        if let Some(t) = &self.data.tasks {
+            if t.families.is_empty() {
+                return bad("data.tasks.families", "names no family".into());
+            }
+            if t.count == 0 {
+                return bad("data.tasks.count", "must be at least 1".into());
+            }
+            if t.levels.is_empty() || t.levels.iter().any(|l| !(1..=3).contains(l)) {
+                return bad("data.tasks.levels", "must list levels from 1 to 3".into());
+            }
+        }
+        let s = &self.sft;
+        for (key, v) in [
+            (
+                "sft.per_device_train_batch_size",
+                s.per_device_train_batch_size,
+            ),
+            (
+                "sft.gradient_accumulation_steps",
+                s.gradient_accumulation_steps,
+            ),
+            ("sft.max_steps", s.max_steps as usize),
+            ("eval.count", self.eval.count),
+            ("eval.max_rounds", self.eval.max_rounds),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1".into());
+            }
         }
         if let Err(e) = self.rollout.config().sampling.validate() {
             // "key: why"
@@ -475,7 +631,7 @@ impl RunRecipe {
         if self.logging.histogram_bins == 0 {
             return bad("logging.histogram_bins", "must be at least 1".into());
         }
-        if self.rewards.parts.is_empty() {
+        if self.stage == Stage::Grpo && self.rewards.parts.is_empty() {
             return bad("rewards.parts", "names no reward part".into());
         }
         Ok(())

@@ -34,6 +34,9 @@ pub struct LearnerConfig {
     pub schedule: Schedule,
     /// Steps in the run (the schedule's length).
     pub max_steps: u64,
+    /// Supervised fine-tuning instead of GRPO: the loss is the mean negative log-likelihood
+    /// of the mask-1 tokens over the optimizer batch (advantages are not read).
+    pub sft: bool,
 }
 
 /// One trajectory to train on.
@@ -145,6 +148,7 @@ impl<B: Backend> Learner<B> {
             for chunk in &chunks {
                 // Each micro-batch's share of the batch's loss.
                 let share = match loss_config.loss_type {
+                    _ if self.config.sft => 1.0,
                     LossType::Grpo | LossType::DrGrpo => chunk.len() as f64 / items.len() as f64,
                     LossType::Bnpo => 1.0 / chunks.len() as f64,
                     LossType::Dapo => 1.0,
@@ -230,7 +234,20 @@ impl<B: Backend> Learner<B> {
             .slice([0..n, 0..len - 1]);
         let entropy = entropy_sum(logits.clone().inner(), &mask, shape);
         let logprobs = token_logprobs(logits, targets.clone());
-        let mask_t = Tensor::from_data(TensorData::new(mask, shape), &device);
+        let mask_t: Tensor<Train<B>, 2> = Tensor::from_data(TensorData::new(mask, shape), &device);
+        if self.config.sft {
+            // Token mean over the optimizer batch, so accumulation does not reweight.
+            let tokens = f64::from(mask_t.clone().sum().into_scalar().elem::<f32>());
+            let total = loss.batch_tokens.unwrap_or(tokens).max(1.0);
+            let nll = (logprobs * mask_t).sum().neg() / total;
+            let stats = LossStats {
+                kl: 0.0,
+                clip_low: 0.0,
+                clip_high: 0.0,
+                tokens,
+            };
+            return Ok((nll, stats, entropy));
+        }
         let old_logprobs = if off_policy {
             Tensor::from_data(TensorData::new(old, shape), &device)
         } else {

@@ -9,6 +9,7 @@ pub mod log;
 pub mod metrics;
 pub mod progress;
 pub mod sampler;
+pub mod sft;
 mod step;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use anyhow::{Context as _, Result, anyhow};
 use burn::backend::Flex;
 use clap::Args;
 
+use crate::recipe::run::Stage;
 use crate::recipe::{Loaded, load_run};
 
 /// Arguments of `trainer run`.
@@ -67,7 +69,7 @@ pub fn check(args: &CheckArgs, registry: &reward::Registry) -> Result<()> {
         "{}: ok — run {:?}: {} steps × {} prompts × {} trajectories, loss {:?}, beta {}",
         loaded.path.display(),
         r.name,
-        r.grpo.max_steps,
+        r.max_steps(),
         r.grpo.prompts_per_step(),
         r.grpo.num_generations,
         r.grpo.loss_type,
@@ -99,9 +101,11 @@ fn check_recipe(
             ));
         }
     }
-    registry
-        .build(&r.rewards, &loaded.base_dir)
-        .map_err(|e| anyhow!("{}: {e}", loaded.path.display()))?;
+    if r.stage == Stage::Grpo {
+        registry
+            .build(&r.rewards, &loaded.base_dir)
+            .map_err(|e| anyhow!("{}: {e}", loaded.path.display()))?;
+    }
     chain.pop();
     Ok(())
 }
@@ -127,7 +131,7 @@ fn enter(loaded: &Loaded, chain: &mut Vec<PathBuf>) -> Result<()> {
 /// The directory a recipe's final checkpoint is written to.
 pub fn final_checkpoint(loaded: &Loaded) -> PathBuf {
     let r = &loaded.recipe;
-    checkpoint::step_dir(&r.checkpoints.dir.join(&r.name), r.grpo.max_steps)
+    checkpoint::step_dir(&r.checkpoints.dir.join(&r.name), r.max_steps())
 }
 
 /// How a run starts and ends.

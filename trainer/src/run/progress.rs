@@ -44,14 +44,23 @@ impl Progress {
         let get = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
         let reward = get("reward/total_mean");
         self.history.push((step, reward));
-        let msg = format!(
-            "reward {reward:.3} ± {:.3}  acc {:.2}  kl {:.4}  {:.0} tok/s  {:.1}s/step",
-            get("reward/total_std"),
-            m.get("reward/accuracy").copied().unwrap_or(0.0),
-            get("grpo/kl"),
-            get("rollout/tokens_per_s"),
-            get("time/step"),
-        );
+        let msg = if let Some(loss) = m.get("sft/loss") {
+            format!(
+                "sft loss {loss:.4}  entropy {:.3}  lr {:.2e}  {:.1}s/step",
+                get("sft/entropy"),
+                get("sft/learning_rate"),
+                get("time/step")
+            )
+        } else {
+            format!(
+                "reward {reward:.3} ± {:.3}  acc {:.2}  kl {:.4}  {:.0} tok/s  {:.1}s/step",
+                get("reward/total_std"),
+                m.get("reward/accuracy").copied().unwrap_or(0.0),
+                get("grpo/kl"),
+                get("rollout/tokens_per_s"),
+                get("time/step"),
+            )
+        };
         match &self.bar {
             Some(b) => {
                 b.set_position(step);

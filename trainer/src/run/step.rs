@@ -18,10 +18,13 @@ use super::log::{RunLog, strip};
 use super::metrics::{Times, scalars};
 use super::progress::Progress;
 use super::sampler::{Batch, Sampler};
+use super::sft;
 use super::{Options, shown};
 use crate::grpo::{LossConfig, advantages};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::recipe::Loaded;
+use crate::recipe::run::Stage;
+use tasks::generate::Split;
 
 /// Train `loaded` from `start_model` (or from its newest checkpoint with `resume`); the final
 /// checkpoint's directory.
@@ -50,7 +53,7 @@ where
         }
         None
     };
-    let max_steps = r.grpo.max_steps;
+    let max_steps = r.max_steps();
     if let Some((dir, state)) = &resumed {
         if state.step >= max_steps {
             eprintln!("{}: already trained ({} steps)", shown(dir), state.step);
@@ -70,7 +73,13 @@ where
     // The KL reference is the starting policy: on a fresh run the weights just loaded (the
     // inference view shares their tensors, which the optimizer replaces rather than mutates,
     // so it stays frozen without a copy); on a resumed run it is loaded again.
-    let reference = match (&resumed, r.grpo.beta > 0.0) {
+    // SFT has no KL term, so no reference.
+    let beta = if r.stage == Stage::Sft {
+        0.0
+    } else {
+        r.grpo.beta
+    };
+    let reference = match (&resumed, beta > 0.0) {
         (_, false) => None,
         (None, true) => Some(model.valid()),
         (Some(_), true) => Some(
@@ -107,20 +116,37 @@ where
             loss: LossConfig {
                 epsilon: g.epsilon,
                 epsilon_high: g.epsilon_high.unwrap_or(g.epsilon),
-                beta: g.beta,
+                beta,
                 loss_type: g.loss_type,
                 max_completion_length: r.rollout.max_completion_length,
                 batch_tokens: None,
             },
-            micro_batch: g.per_device_train_batch_size,
-            iterations: g.num_iterations,
+            micro_batch: match r.stage {
+                Stage::Sft => r.sft.per_device_train_batch_size,
+                Stage::Grpo => g.per_device_train_batch_size,
+            },
+            iterations: if r.stage == Stage::Sft {
+                1
+            } else {
+                g.num_iterations
+            },
             max_grad_norm: o.max_grad_norm,
             schedule: o.schedule(),
             max_steps,
+            sft: r.stage == Stage::Sft,
         },
     )?;
 
-    let files: Vec<PathBuf> = r.data.train.iter().map(|f| loaded.resolve(f)).collect();
+    let mut files: Vec<PathBuf> = r.data.train.iter().map(|f| loaded.resolve(f)).collect();
+    if let Some(t) = &r.data.tasks {
+        files.push(sft::generated(
+            loaded,
+            t,
+            Split::Train,
+            &t.families,
+            t.count,
+        )?);
+    }
     let prompts = Prompts::load(&files, r.seed, r.data.shuffle)?;
     let skipped = prompts.dataset.skipped.len();
     for s in prompts.dataset.skipped.iter().take(5) {
@@ -129,9 +155,15 @@ where
     if skipped > 5 {
         eprintln!("warning: … {} more bad rows skipped", skipped - 5);
     }
-    let rewards = registry
-        .build(&r.rewards, &loaded.base_dir)
-        .map_err(|e| anyhow!("{}: {e}", shown(&loaded.path)))?;
+    let sft = r.stage == Stage::Sft;
+    let rewards = match r.stage {
+        Stage::Sft => None,
+        Stage::Grpo => Some(
+            registry
+                .build(&r.rewards, &loaded.base_dir)
+                .map_err(|e| anyhow!("{}: {e}", shown(&loaded.path)))?,
+        ),
+    };
     let sandbox = if r.rollout.sandbox {
         Some(Sandbox::new(r.sandbox.clone())?)
     } else {
@@ -154,6 +186,22 @@ where
         prompts_per_step: g.prompts_per_step(),
         sandbox_workers: r.rollout.sandbox_workers,
     };
+    let gold = if sft {
+        let t = Instant::now();
+        let set = sft::gold_set(&prompts, &sampler.ctx, sandbox.as_ref(), 2)?;
+        let kept = set.trajectories.iter().flatten().count();
+        eprintln!(
+            "gold trajectories: {kept} replayed with the sandbox in {:.1}s, {} rows skipped",
+            t.elapsed().as_secs_f64(),
+            set.skipped.len()
+        );
+        for s in set.skipped.iter().take(5) {
+            eprintln!("warning: skipped {s}");
+        }
+        Some(set)
+    } else {
+        None
+    };
 
     let first = resumed.as_ref().map_or(0, |(_, s)| s.step);
     let mut cursor = resumed
@@ -171,95 +219,115 @@ where
     let mut bad_rows = 0;
     for step in first..max_steps {
         let step_started = Instant::now();
-        let batch = match pending.take() {
-            Some(b) => b,
-            None => sampler.sample(&policy, step, step, cursor)?,
-        };
-        cursor = batch.cursor;
-        for b in &batch.bad_rows {
-            progress.note(&format!("warning: skipped a row: {b}"));
-        }
-        bad_rows += batch.bad_rows.len();
-        let reward_started = Instant::now();
-        let inputs: Vec<_> = (0..batch.trajectories.len())
-            .map(|k| sampler.reward_input(&batch, k))
-            .collect();
-        let scored = rewards.score(&inputs);
-        let reward_s = reward_started.elapsed().as_secs_f64();
-        let adv = advantages(
-            &scored.totals,
-            g.num_generations,
-            g.scale_rewards,
-            g.drop_zero_variance_groups,
-        )
-        .map_err(|e| anyhow!("advantages: {e}"))?;
-        let items: Vec<Item<'_>> = batch
-            .trajectories
-            .iter()
-            .zip(&adv.values)
-            .zip(&adv.kept)
-            .filter(|((t, _), kept)| **kept && t.finish != Finish::Error)
-            .map(|((t, &a), _)| Item {
-                trajectory: t,
-                advantage: a,
-            })
-            .collect();
-        // Train; with overlap, sample the next step meanwhile with the policy as it is now.
-        let overlap = r.rollout.overlap && step + 1 < max_steps;
-        let (stats, next) = if overlap {
-            std::thread::scope(|s| {
-                let handle = s.spawn(|| sampler.sample(&policy, step + 1, step, cursor));
-                let stats = learner.step(&items, step);
-                let next = handle
-                    .join()
-                    .map_err(|_| anyhow!("the rollout thread panicked"))
-                    .and_then(|b| b);
-                (stats, Some(next))
-            })
-        } else {
-            (learner.step(&items, step), None)
-        };
-        let stats = stats?;
-        pending = next.transpose()?;
-        policy = learner.policy();
-
         let done = step + 1;
-        let sandbox_s: f64 = batch
-            .trajectories
-            .iter()
-            .flat_map(|t| &t.blocks)
-            .map(|b| b.elapsed_ms / 1e3)
-            .sum();
-        let times = Times {
-            rollout: batch.seconds,
-            sandbox: sandbox_s,
-            reward: reward_s,
-            checkpoint: checkpoint_s,
-            step: step_started.elapsed().as_secs_f64(),
-        };
-        let m = scalars(
-            &batch.trajectories,
-            &scored,
-            &adv,
-            &stats,
-            &times,
-            step - batch.policy_step,
-        );
-        log.scalars(done, &m)?;
-        log.histogram("reward/total", &scored.totals, done);
-        log.histogram("grpo/advantages", &adv.values, done);
-        let every = r.logging.completions_steps;
-        if every > 0 && (done % every == 0 || done == 1) {
-            write_completions(
-                &mut log,
-                &sampler,
-                &batch,
+        let m = if let Some(gold) = &gold {
+            let n = r.sft.per_device_train_batch_size * r.sft.gradient_accumulation_steps;
+            let rows = prompts.take(&mut cursor, n);
+            let items: Vec<Item<'_>> = rows
+                .iter()
+                .filter_map(|&i| gold.trajectories[i].as_ref())
+                .map(|t| Item {
+                    trajectory: t,
+                    advantage: 1.0,
+                })
+                .collect();
+            let stats = learner.step(&items, step)?;
+            policy = learner.policy();
+            sft::scalars(&stats, step_started.elapsed().as_secs_f64())
+        } else {
+            let batch = match pending.take() {
+                Some(b) => b,
+                None => sampler.sample(&policy, step, step, cursor)?,
+            };
+            cursor = batch.cursor;
+            for b in &batch.bad_rows {
+                progress.note(&format!("warning: skipped a row: {b}"));
+            }
+            bad_rows += batch.bad_rows.len();
+            let reward_started = Instant::now();
+            let inputs: Vec<_> = (0..batch.trajectories.len())
+                .map(|k| sampler.reward_input(&batch, k))
+                .collect();
+            let scored = rewards
+                .as_ref()
+                .ok_or_else(|| anyhow!("a GRPO run without rewards"))?
+                .score(&inputs);
+            let reward_s = reward_started.elapsed().as_secs_f64();
+            let adv = advantages(
+                &scored.totals,
+                g.num_generations,
+                g.scale_rewards,
+                g.drop_zero_variance_groups,
+            )
+            .map_err(|e| anyhow!("advantages: {e}"))?;
+            let items: Vec<Item<'_>> = batch
+                .trajectories
+                .iter()
+                .zip(&adv.values)
+                .zip(&adv.kept)
+                .filter(|((t, _), kept)| **kept && t.finish != Finish::Error)
+                .map(|((t, &a), _)| Item {
+                    trajectory: t,
+                    advantage: a,
+                })
+                .collect();
+            // Train; with overlap, sample the next step meanwhile with the policy as it is now.
+            let overlap = r.rollout.overlap && step + 1 < max_steps;
+            let (stats, next) = if overlap {
+                std::thread::scope(|s| {
+                    let handle = s.spawn(|| sampler.sample(&policy, step + 1, step, cursor));
+                    let stats = learner.step(&items, step);
+                    let next = handle
+                        .join()
+                        .map_err(|_| anyhow!("the rollout thread panicked"))
+                        .and_then(|b| b);
+                    (stats, Some(next))
+                })
+            } else {
+                (learner.step(&items, step), None)
+            };
+            let stats = stats?;
+            pending = next.transpose()?;
+            policy = learner.policy();
+
+            let sandbox_s: f64 = batch
+                .trajectories
+                .iter()
+                .flat_map(|t| &t.blocks)
+                .map(|b| b.elapsed_ms / 1e3)
+                .sum();
+            let times = Times {
+                rollout: batch.seconds,
+                sandbox: sandbox_s,
+                reward: reward_s,
+                checkpoint: checkpoint_s,
+                step: step_started.elapsed().as_secs_f64(),
+            };
+            let m = scalars(
+                &batch.trajectories,
                 &scored,
-                &adv.values,
-                done,
-                r.logging.completions_count,
-            )?;
-        }
+                &adv,
+                &stats,
+                &times,
+                step - batch.policy_step,
+            );
+            log.histogram("reward/total", &scored.totals, done);
+            log.histogram("grpo/advantages", &adv.values, done);
+            let every = r.logging.completions_steps;
+            if every > 0 && (done % every == 0 || done == 1) {
+                write_completions(
+                    &mut log,
+                    &sampler,
+                    &batch,
+                    &scored,
+                    &adv.values,
+                    done,
+                    r.logging.completions_count,
+                )?;
+            }
+            m
+        };
+        log.scalars(done, &m)?;
         log.flush();
         progress.step(done, &m);
         last_metrics = m;
