@@ -1,0 +1,109 @@
+//! The embedded curriculum's parts end to end: `trainer tasks` writes generated tasks, an SFT
+//! recipe replays their gold turns with the real sandbox (a row whose written output is wrong
+//! is skipped and counted) and lowers its loss, and `trainer eval` scores the checkpoint per
+//! family on the held-out split, writing JSON and TensorBoard.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn trainer(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "trainer {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+const SFT: &str = r#"
+name = "sft-test"
+stage = "sft"
+[policy]
+model = "tiny"
+[data]
+train = ["given/tasks.jsonl"]
+[data.tasks]
+families = ["reasoning"]
+count = 6
+dir = "data"
+[rollout]
+max_call_tokens = 512
+max_completion_length = 768
+[sft]
+per_device_train_batch_size = 4
+max_steps = 8
+[optimizer]
+learning_rate = 5e-3
+weight_decay = 0.0
+[checkpoints]
+save_steps = 0
+[eval]
+count = 2
+"#;
+
+#[test]
+fn sft_replays_gold_turns_and_eval_scores_each_family() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    trainer(dir, &["tasks", "--out", "given", "--count", "6", "--seed", "3"]);
+    // Break one row: its gold turn claims an output the code does not print.
+    let jsonl = dir.join("given/tasks.jsonl");
+    let text = std::fs::read_to_string(&jsonl).expect("jsonl");
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let k = lines
+        .iter()
+        .position(|l| l.contains("\"reasoning\""))
+        .expect("a reasoning row");
+    let start = lines[k].find("<sandbox_output>").expect("an output") + "<sandbox_output>".len();
+    lines[k].insert_str(start, "999");
+    std::fs::write(&jsonl, lines.join("\n") + "\n").expect("write");
+    std::fs::write(dir.join("sft.toml"), SFT).expect("recipe");
+
+    let out = trainer(dir, &["run", "sft.toml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gold trajectories: 11 replayed") && err.contains("1 rows skipped"),
+        "{err}"
+    );
+    assert!(err.contains("the data says \\\"999"), "{err}");
+    let losses: Vec<f64> = std::fs::read_to_string(dir.join("runs/sft-test/metrics.jsonl"))
+        .expect("metrics")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["sft/loss"]
+            .as_f64()
+            .expect("sft/loss"))
+        .collect();
+    assert_eq!(losses.len(), 8);
+    assert!(losses[7] < losses[0] - 1.0, "{losses:?}");
+    assert!(dir.join("checkpoints/sft-test/step-8/model.safetensors").is_file());
+
+    let out = trainer(dir, &["eval", "sft.toml"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    for family in ["perception", "instruction", "reasoning"] {
+        assert!(table.contains(family), "{table}");
+    }
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("runs/sft-test/eval/step-8.json")).expect("report"),
+    )
+    .expect("json");
+    assert_eq!(report["tasks"].as_array().map(Vec::len), Some(6));
+    assert_eq!(report["families"]["reasoning"]["tasks"], 2);
+    let events = std::fs::read_dir(dir.join("runs/sft-test/eval"))
+        .expect("eval dir")
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("events.out.tfevents"));
+    assert!(events, "TensorBoard events for the eval");
+    // Held-out tasks were generated beside the training ones, never the same files.
+    let generated: Vec<String> = std::fs::read_dir(dir.join("data"))
+        .expect("data")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(generated.iter().any(|n| n.contains("-train-")), "{generated:?}");
+    assert!(generated.iter().any(|n| n.contains("-heldout-")), "{generated:?}");
+}
