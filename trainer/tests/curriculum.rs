@@ -50,7 +50,10 @@ count = 2
 fn sft_replays_gold_turns_and_eval_scores_each_family() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path();
-    trainer(dir, &["tasks", "--out", "given", "--count", "6", "--seed", "3"]);
+    trainer(
+        dir,
+        &["tasks", "--out", "given", "--count", "6", "--seed", "3"],
+    );
     // Break one row: its gold turn claims an output the code does not print.
     let jsonl = dir.join("given/tasks.jsonl");
     let text = std::fs::read_to_string(&jsonl).expect("jsonl");
@@ -59,7 +62,8 @@ fn sft_replays_gold_turns_and_eval_scores_each_family() {
         .iter()
         .position(|l| l.contains("\"reasoning\""))
         .expect("a reasoning row");
-    let start = lines[k].find("<sandbox_output>").expect("an output") + "<sandbox_output>".len();
+    let start = lines[k].find("</code><sandbox_output>").expect("an output")
+        + "</code><sandbox_output>".len();
     lines[k].insert_str(start, "999");
     std::fs::write(&jsonl, lines.join("\n") + "\n").expect("write");
     std::fs::write(dir.join("sft.toml"), SFT).expect("recipe");
@@ -70,17 +74,22 @@ fn sft_replays_gold_turns_and_eval_scores_each_family() {
         err.contains("gold trajectories: 11 replayed") && err.contains("1 rows skipped"),
         "{err}"
     );
-    assert!(err.contains("the data says \\\"999"), "{err}");
+    assert!(err.contains("the data says \"999"), "{err}");
     let losses: Vec<f64> = std::fs::read_to_string(dir.join("runs/sft-test/metrics.jsonl"))
         .expect("metrics")
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["sft/loss"]
-            .as_f64()
-            .expect("sft/loss"))
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["sft/loss"]
+                .as_f64()
+                .expect("sft/loss")
+        })
         .collect();
     assert_eq!(losses.len(), 8);
     assert!(losses[7] < losses[0] - 1.0, "{losses:?}");
-    assert!(dir.join("checkpoints/sft-test/step-8/model.safetensors").is_file());
+    assert!(
+        dir.join("checkpoints/sft-test/step-8/model.safetensors")
+            .is_file()
+    );
 
     let out = trainer(dir, &["eval", "sft.toml"]);
     let table = String::from_utf8_lossy(&out.stdout);
@@ -96,7 +105,11 @@ fn sft_replays_gold_turns_and_eval_scores_each_family() {
     let events = std::fs::read_dir(dir.join("runs/sft-test/eval"))
         .expect("eval dir")
         .flatten()
-        .any(|e| e.file_name().to_string_lossy().starts_with("events.out.tfevents"));
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents")
+        });
     assert!(events, "TensorBoard events for the eval");
     // Held-out tasks were generated beside the training ones, never the same files.
     let generated: Vec<String> = std::fs::read_dir(dir.join("data"))
@@ -104,6 +117,12 @@ fn sft_replays_gold_turns_and_eval_scores_each_family() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(generated.iter().any(|n| n.contains("-train-")), "{generated:?}");
-    assert!(generated.iter().any(|n| n.contains("-heldout-")), "{generated:?}");
+    assert!(
+        generated.iter().any(|n| n.contains("-train-")),
+        "{generated:?}"
+    );
+    assert!(
+        generated.iter().any(|n| n.contains("-heldout-")),
+        "{generated:?}"
+    );
 }

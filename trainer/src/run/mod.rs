@@ -65,16 +65,22 @@ pub fn check(args: &CheckArgs, registry: &reward::Registry) -> Result<()> {
     let loaded = load_run(&args.recipe)?;
     check_recipe(&loaded, registry, &mut Vec::new())?;
     let r = &loaded.recipe;
-    println!(
-        "{}: ok — run {:?}: {} steps × {} prompts × {} trajectories, loss {:?}, beta {}",
-        loaded.path.display(),
-        r.name,
-        r.max_steps(),
-        r.grpo.prompts_per_step(),
-        r.grpo.num_generations,
-        r.grpo.loss_type,
-        r.grpo.beta
-    );
+    let what = match r.stage {
+        Stage::Sft => format!(
+            "SFT: {} steps × {} sequences",
+            r.max_steps(),
+            r.sft.per_device_train_batch_size * r.sft.gradient_accumulation_steps
+        ),
+        Stage::Grpo => format!(
+            "{} steps × {} prompts × {} trajectories, loss {:?}, beta {}",
+            r.max_steps(),
+            r.grpo.prompts_per_step(),
+            r.grpo.num_generations,
+            r.grpo.loss_type,
+            r.grpo.beta
+        ),
+    };
+    println!("{}: ok — run {:?}: {what}", loaded.path.display(), r.name);
     Ok(())
 }
 
