@@ -211,8 +211,10 @@ fn bounded<T: Send + 'static>(
     limit: Duration,
 ) -> Result<T, RewardError> {
     let (tx, rx) = crossbeam::channel::bounded(1);
+    // A stack overflow aborts the process (it cannot be caught like a panic): give parts room.
     let spawned = std::thread::Builder::new()
         .name("reward".into())
+        .stack_size(64 << 20)
         .spawn(move || {
             let r = std::panic::catch_unwind(AssertUnwindSafe(f));
             let _ = tx.send(r);

@@ -101,10 +101,15 @@ impl Expr {
     }
 }
 
-/// Parse an (already normalised) answer; `None` when it is not an expression.
+/// Tokens an expression may have: a policy's runaway answer (thousands of `(` or `x`) would
+/// otherwise nest the recursive parser, evaluator and drop deep enough to overflow the stack.
+const MAX_TOKENS: usize = 256;
+
+/// Parse an (already normalised) answer; `None` when it is not an expression (or is longer
+/// than [`MAX_TOKENS`] tokens).
 pub fn parse(s: &str) -> Option<Expr> {
     let tokens = tokenize(s)?;
-    if tokens.is_empty() {
+    if tokens.is_empty() || tokens.len() > MAX_TOKENS {
         return None;
     }
     let mut p = Parser { t: tokens, i: 0 };
@@ -425,6 +430,14 @@ mod tests {
         parse(s)
             .unwrap_or_else(|| panic!("parse {s}"))
             .eval(&|_| f64::NAN)
+    }
+
+    #[test]
+    fn runaway_answers_are_refused_not_recursed_into() {
+        assert!(parse(&"(".repeat(100_000)).is_none());
+        assert!(parse(&"x".repeat(100_000)).is_none());
+        assert!(parse(&"-".repeat(100_000)).is_none());
+        assert!(parse(&format!("{}1{}", "(".repeat(50), ")".repeat(50))).is_some());
     }
 
     #[test]

@@ -52,3 +52,31 @@ fn the_corpus_grades_as_expected() {
         wrong.join("\n")
     );
 }
+
+/// A policy's runaway answer (thousands of brackets, operators or letters) is graded wrong on
+/// an ordinary 2 MiB thread — no recursion deep enough to overflow the stack (which would
+/// abort the whole run, not fail one trajectory).
+#[test]
+fn runaway_answers_grade_without_overflowing_the_stack() {
+    let nasty = [
+        "(".repeat(50_000),
+        "[".repeat(50_000),
+        "{".repeat(50_000),
+        "-".repeat(50_000),
+        "x".repeat(50_000),
+        "1, ".repeat(20_000),
+        "\\frac{".repeat(20_000),
+        "\\sqrt{".repeat(20_000),
+        "2^".repeat(20_000),
+    ];
+    let handle = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            nasty
+                .iter()
+                .filter(|a| reward::grade::answers_match(a, "3", Some("How many?")))
+                .count()
+        })
+        .expect("thread");
+    assert_eq!(handle.join().expect("no overflow"), 0);
+}
