@@ -327,8 +327,10 @@ fn strip_assignment(s: &str) -> &str {
 
 fn equations_match(p: &str, g: &str) -> bool {
     let (pe, ge) = (p.matches('=').count(), g.matches('=').count());
+    // Only a real `name = value` recurses: an `=` the assignment rule does not strip would
+    // hand the same pair back to `values_match` forever (seen: a policy's `print(x = …)`).
     if pe == 1 && ge == 0 {
-        return values_match(strip_assignment(p), g) && strip_assignment(p) != p;
+        return strip_assignment(p) != p && values_match(strip_assignment(p), g);
     }
     if pe == 0 && ge == 1 {
         return strip_assignment(g) != g && values_match(p, strip_assignment(g));

@@ -68,6 +68,9 @@ fn runaway_answers_grade_without_overflowing_the_stack() {
         "\\frac{".repeat(20_000),
         "\\sqrt{".repeat(20_000),
         "2^".repeat(20_000),
+        // An `=` that is not `name = value`: once sent equations back to values forever.
+        "print(x1 - x2 = 3".to_string(),
+        "long_name = 3".to_string(),
     ];
     let handle = std::thread::Builder::new()
         .stack_size(2 << 20)
