@@ -97,7 +97,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         )?);
     }
     let prompts = Prompts::load(&files, r.seed, false)?;
-    let report = score::<Flex>(&loaded, &ckpt_dir, &prompts, &Default::default())?;
+    let eval_dir = r.logging.dir.join(&r.name).join("eval");
+    let images = eval_dir.join(format!("step-{}", state.step));
+    std::fs::create_dir_all(&images).with_context(|| images.display().to_string())?;
+    let report = score::<Flex>(&loaded, &ckpt_dir, &prompts, &images, &Default::default())?;
 
     println!(
         "{} (step {}) on {} held-out tasks per family — greedy, ≤ {} rounds",
@@ -121,8 +124,6 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             100.0 * s.execution_success
         );
     }
-    let eval_dir = r.logging.dir.join(&r.name).join("eval");
-    std::fs::create_dir_all(&eval_dir).with_context(|| eval_dir.display().to_string())?;
     let out = args
         .out
         .clone()
@@ -183,6 +184,7 @@ fn score<B: Backend>(
     loaded: &Loaded,
     dir: &Path,
     prompts: &Prompts,
+    images: &Path,
     device: &B::Device,
 ) -> Result<Report>
 where
@@ -235,6 +237,7 @@ where
             .filter(|b| !matches!(b.output, SandboxOutput::Error(_)))
             .count();
         let format = reward::parts::format_ok(&t.text);
+        let picture = save_strip(sample, &t, images, i)?;
         let (s, execs_ok) = sums.entry(family.clone()).or_default();
         s.tasks += 1;
         s.accuracy += f64::from(u8::from(correct));
@@ -251,6 +254,7 @@ where
             "solution": sample.solution,
             "finish": t.finish,
             "executions": t.blocks.len(),
+            "image": picture,
             "completion": t.text,
         }));
     }
@@ -270,6 +274,34 @@ where
         })
         .collect();
     Ok(Report { families, tasks })
+}
+
+/// The input image beside what the trajectory's code returned, as `images/<k>.png` (only for
+/// trajectories that returned an image): its path.
+fn save_strip(sample: &Sample, t: &Trajectory, images: &Path, k: usize) -> Result<Option<String>> {
+    if t.kept_images.is_empty() {
+        return Ok(None);
+    }
+    let mut all: Vec<image::RgbImage> = sample
+        .images
+        .iter()
+        .filter_map(|p| image::open(p).ok())
+        .map(|i| i.to_rgb8())
+        .collect();
+    all.extend(
+        t.kept_images
+            .iter()
+            .filter_map(|i| image::load_from_memory(&i.bytes).ok())
+            .map(|i| i.to_rgb8()),
+    );
+    let Some(strip) = crate::run::log::strip(&all, 224) else {
+        return Ok(None);
+    };
+    let path = images.join(format!("{k}.png"));
+    strip
+        .save(&path)
+        .with_context(|| path.display().to_string())?;
+    Ok(Some(path.display().to_string()))
 }
 
 /// Whether trajectory `t` solves `sample`: by its truth's kind.
