@@ -188,7 +188,8 @@ where
     };
     let gold = if sft {
         let t = Instant::now();
-        let set = sft::gold_set(&prompts, &sampler.ctx, sandbox.as_ref(), 2)?;
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let set = sft::gold_set(&prompts, &sampler.ctx, sandbox.as_ref(), threads)?;
         let kept = set.trajectories.iter().flatten().count();
         eprintln!(
             "gold trajectories: {kept} replayed with the sandbox in {:.1}s, {} rows skipped",
@@ -373,7 +374,7 @@ where
         ("steps", format!("{first} → {max_steps}")),
         ("time", format!("{total_s:.1}s")),
     ];
-    if let Some((a, b)) = progress.reward_ends(10) {
+    if let Some((a, b)) = progress.reward_ends(10).filter(|_| !sft) {
         rows.push(("reward (first → last 10 steps)", format!("{a:.3} → {b:.3}")));
     }
     for (k, label) in [
