@@ -19,9 +19,6 @@ pub const COLOURS: [(&str, [u8; 3]); 5] = [
     ("purple", [128, 0, 128]),
 ];
 
-/// The ink the gold code draws with.
-pub const INK: [u8; 3] = [0, 0, 0];
-
 /// A splitmix64 stream: the generator's only source of randomness.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);

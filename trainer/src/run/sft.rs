@@ -37,26 +37,34 @@ pub fn gold_set(
 ) -> Result<GoldSet> {
     let n = prompts.dataset.samples.len();
     let threads = threads.clamp(1, n.max(1));
+    // Row `i` goes to thread `i mod threads`; a panic in one row's replay skips that row only.
     let results: Vec<Result<Trajectory, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|k| {
                 s.spawn(move || {
                     (k..n)
                         .step_by(threads)
-                        .map(|i| (i, replay_row(prompts, i, ctx, sandbox)))
+                        .map(|i| {
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                replay_row(prompts, i, ctx, sandbox)
+                            }))
+                            .unwrap_or_else(|_| Err("the replay panicked".into()))
+                        })
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        let mut all: Vec<(usize, Result<Trajectory, String>)> = handles
+        let mut per_thread: Vec<std::vec::IntoIter<Result<Trajectory, String>>> = handles
             .into_iter()
-            .flat_map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| vec![(usize::MAX, Err("panicked".into()))])
-            })
+            .map(|h| h.join().unwrap_or_default().into_iter())
             .collect();
-        all.sort_by_key(|(i, _)| *i);
-        all.into_iter().map(|(_, r)| r).collect()
+        (0..n)
+            .map(|i| {
+                per_thread[i % threads]
+                    .next()
+                    .unwrap_or_else(|| Err("the replay thread died".into()))
+            })
+            .collect()
     });
     let mut skipped = Vec::new();
     let trajectories: Vec<Option<Trajectory>> = results
