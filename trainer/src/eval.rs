@@ -64,14 +64,18 @@ pub struct FamilyScore {
 /// # Errors
 /// A missing checkpoint, a bad recipe, a policy that does not load, I/O errors.
 pub fn run(args: &EvalArgs) -> Result<()> {
+    // A relative `data.tasks.dir` stays relative: `sft::generated` resolves it against the
+    // recipe's folder (resolving it here too put held-out tasks under `recipes/data/`).
+    // Directories given here or implied are the working directory's.
+    let cwd = std::env::current_dir().unwrap_or_default();
     let (loaded, ckpt_dir, tasks_base) = if args.target.is_dir() {
         let loaded = load_run(&args.target.join("recipe.toml"))
             .with_context(|| format!("{}: the recipe saved in it", args.target.display()))?;
-        (loaded, args.target.clone(), PathBuf::from("data/tasks"))
+        (loaded, args.target.clone(), cwd.join("data/tasks"))
     } else {
         let loaded = load_run(&args.target)?;
         let dir = final_checkpoint(&loaded);
-        let tasks = loaded.resolve(&tasks_section(&loaded).dir);
+        let tasks = tasks_section(&loaded).dir;
         (loaded, dir, tasks)
     };
     let state = checkpoint::verify(&ckpt_dir).with_context(|| {
@@ -82,9 +86,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     })?;
     let r = &loaded.recipe;
     let mut section = tasks_section(&loaded);
-    section.dir = args.tasks_dir.clone().map_or(tasks_base, |d| {
-        std::env::current_dir().unwrap_or_default().join(d)
-    });
+    section.dir = args.tasks_dir.as_ref().map_or(tasks_base, |d| cwd.join(d));
     let count = args.count.unwrap_or(r.eval.count);
     let mut files = Vec::new();
     for family in &r.eval.families {

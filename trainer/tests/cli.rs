@@ -364,3 +364,39 @@ fn rollout_with_an_opening_runs_it_in_the_sandbox() {
         );
     }
 }
+
+#[test]
+fn every_shipped_recipe_validates_and_the_curriculum_chains_to_the_tiny_default() {
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../recipes"));
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&root).expect("recipes/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let out = succeeded(trainer().arg("check").arg(&path));
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(line.contains(": ok"), "{}: {line}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} recipes in {}", root.display());
+    // `trainer run recipes/rl.toml` on a fresh clone runs the whole curriculum: every stage's
+    // `init_from` leads back to perception.toml, which starts from the embedded default.
+    let mut chain = Vec::new();
+    let mut name = "rl.toml".to_string();
+    while let Ok(text) = std::fs::read_to_string(root.join(&name)) {
+        chain.push(name.clone());
+        let recipe: toml::Value = toml::from_str(&text).expect("toml");
+        match recipe.get("init_from").and_then(|v| v.as_str()) {
+            Some(next) => name = next.to_string(),
+            None => {
+                assert_eq!(recipe["policy"]["model"].as_str(), Some("tiny"), "{name}");
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        chain,
+        ["rl.toml", "sft-reasoning.toml", "sft.toml", "perception.toml"]
+    );
+}

@@ -26,11 +26,11 @@ stage = "sft"
 [policy]
 model = "tiny"
 [data]
-train = ["given/tasks.jsonl"]
+train = ["../given/tasks.jsonl"]
 [data.tasks]
 families = ["reasoning"]
 count = 6
-dir = "data"
+dir = "../data"
 [rollout]
 max_call_tokens = 512
 max_completion_length = 768
@@ -66,9 +66,11 @@ fn sft_replays_gold_turns_and_eval_scores_each_family() {
         + "</code><sandbox_output>".len();
     lines[k].insert_str(start, "999");
     std::fs::write(&jsonl, lines.join("\n") + "\n").expect("write");
-    std::fs::write(dir.join("sft.toml"), SFT).expect("recipe");
+    // Laid out as the shipped recipes are: in a folder of their own, paths relative to it.
+    std::fs::create_dir_all(dir.join("recipes")).expect("recipes/");
+    std::fs::write(dir.join("recipes/sft.toml"), SFT).expect("recipe");
 
-    let out = trainer(dir, &["run", "sft.toml"]);
+    let out = trainer(dir, &["run", "recipes/sft.toml"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("gold trajectories: 11 replayed") && err.contains("1 rows skipped"),
@@ -91,7 +93,7 @@ fn sft_replays_gold_turns_and_eval_scores_each_family() {
             .is_file()
     );
 
-    let out = trainer(dir, &["eval", "sft.toml"]);
+    let out = trainer(dir, &["eval", "recipes/sft.toml"]);
     let table = String::from_utf8_lossy(&out.stdout);
     for family in ["perception", "instruction", "reasoning"] {
         assert!(table.contains(family), "{table}");
@@ -124,5 +126,9 @@ fn sft_replays_gold_turns_and_eval_scores_each_family() {
     assert!(
         generated.iter().any(|n| n.contains("-heldout-")),
         "{generated:?}"
+    );
+    assert!(
+        !dir.join("recipes/data").exists(),
+        "held-out tasks resolved against the recipe's folder twice"
     );
 }
