@@ -397,6 +397,11 @@ fn every_shipped_recipe_validates_and_the_curriculum_chains_to_the_tiny_default(
     }
     assert_eq!(
         chain,
-        ["rl.toml", "sft-reasoning.toml", "sft.toml", "perception.toml"]
+        [
+            "rl.toml",
+            "sft-reasoning.toml",
+            "sft.toml",
+            "perception.toml"
+        ]
     );
 }
