@@ -1,5 +1,7 @@
 //! `trainer eval RECIPE_OR_CHECKPOINT`: score a checkpoint on the generator's held-out split,
-//! per family, as VTBench does — greedy decoding, at most 5 rounds, the sandbox on. Perception
+//! per family, as VTBench does — greedy decoding (the argmax of the policy's logits: no
+//! repetition penalty, whatever the recipe samples its rollouts with, so that checkpoints of
+//! recipes that sample differently are scored alike), at most 5 rounds, the sandbox on. Perception
 //! answers are graded by distance, drawings on the saved image against the rendered truth,
 //! reasoning answers by the answer chain. Prints a table and writes it to a JSON file and to
 //! TensorBoard (`runs/<name>/eval/`, tags `eval/<family>/…` at the checkpoint's step).
@@ -12,7 +14,9 @@ use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use policy::{Checkpoint, Qwen25VL};
-use rollout::{Context, GroupId, Overlap, StopStrings, Tools, Trajectory, run_group};
+use rollout::{
+    Context, GroupId, Overlap, RolloutConfig, StopStrings, Tools, Trajectory, run_group,
+};
 use sandbox::{Sandbox, SandboxOutput};
 use serde_json::json;
 use tasks::Sample;
@@ -181,6 +185,17 @@ struct Report {
     tasks: Vec<serde_json::Value>,
 }
 
+/// The recipe's rollout settings turned into eval's decoding: the argmax at every position
+/// (text and code), no repetition penalty, at most `max_rounds` rounds; the rest (stop strings,
+/// caps, image limits) as the recipe has them.
+fn greedy(mut config: RolloutConfig, max_rounds: usize) -> RolloutConfig {
+    config.sampling.temperature = 0.0;
+    config.sampling.code_temperature = 0.0;
+    config.sampling.repetition_penalty = 1.0;
+    config.max_rounds = max_rounds;
+    config
+}
+
 /// Roll out every held-out task greedily with the checkpoint and grade it.
 fn score<B: Backend>(
     loaded: &Loaded,
@@ -197,10 +212,7 @@ where
     let processor = ckpt.processor.clone();
     let eos = ckpt.config.tokens.eos.clone();
     let (model, tokenizer, _) = ckpt.build::<B>(device)?;
-    let mut config = r.rollout.config();
-    config.sampling.temperature = 0.0;
-    config.sampling.code_temperature = 0.0;
-    config.max_rounds = r.eval.max_rounds;
+    let config = greedy(r.rollout.config(), r.eval.max_rounds);
     let stops = StopStrings::thyme();
     let ctx = Context {
         tokenizer: &tokenizer,
@@ -331,5 +343,25 @@ pub fn grade(sample: &Sample, t: &Trajectory) -> bool {
         _ => answer.is_some_and(|a| {
             reward::grade::answers_match(&a, &sample.solution, Some(&sample.question))
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eval_decodes_greedily_whatever_the_recipe_samples_with() {
+        let mut recipe = RolloutConfig::default();
+        recipe.sampling.temperature = 1.0;
+        recipe.sampling.code_temperature = 0.7;
+        recipe.sampling.repetition_penalty = 1.05;
+        recipe.max_call_tokens = 99;
+        let eval = greedy(recipe.clone(), 5);
+        assert_eq!(eval.sampling.temperature, 0.0);
+        assert_eq!(eval.sampling.code_temperature, 0.0);
+        assert_eq!(eval.sampling.repetition_penalty, 1.0);
+        assert_eq!(eval.max_rounds, 5);
+        assert_eq!(eval.max_call_tokens, recipe.max_call_tokens);
     }
 }
