@@ -62,6 +62,20 @@ impl Loaded {
             self.base_dir.join(p)
         }
     }
+
+    /// The model `[policy] model` names (`tiny` when it is not set): a relative path is looked
+    /// up in the recipe's directory first, like every other path a recipe names; when no such
+    /// directory is there, the spec is passed on as written (a directory relative to the working
+    /// directory, an hf-hub id, `tiny:SEED`).
+    pub fn model_spec(&self) -> String {
+        let spec = self.recipe.policy.model.as_deref().unwrap_or("tiny");
+        let beside = self.base_dir.join(spec);
+        if Path::new(spec).is_relative() && beside.is_dir() {
+            beside.display().to_string()
+        } else {
+            spec.to_string()
+        }
+    }
 }
 
 /// Read and check the training recipe at `path`.
@@ -150,4 +164,37 @@ fn header(line: &str) -> Option<String> {
             .trim()
             .to_string()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_model(base_dir: &Path, model: Option<&str>) -> Loaded {
+        let mut recipe: run::RunRecipe =
+            toml::from_str("name = \"t\"\n[data]\ntrain = []").expect("a minimal recipe");
+        recipe.policy.model = model.map(String::from);
+        Loaded {
+            recipe,
+            path: base_dir.join("t.toml"),
+            text: String::new(),
+            base_dir: base_dir.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn a_relative_model_path_is_found_beside_the_recipe_and_other_specs_pass_as_written() {
+        let dir = std::env::temp_dir().join(format!("vt-model-spec-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("models/small")).expect("a temp dir");
+        let beside = dir.join("models/small").display().to_string();
+        assert_eq!(with_model(&dir, Some("models/small")).model_spec(), beside);
+        assert_eq!(with_model(&dir, Some(&beside)).model_spec(), beside);
+        assert_eq!(with_model(&dir, None).model_spec(), "tiny");
+        assert_eq!(with_model(&dir, Some("tiny:7")).model_spec(), "tiny:7");
+        assert_eq!(
+            with_model(&dir, Some("Qwen/Qwen2.5-VL-7B-Instruct")).model_spec(),
+            "Qwen/Qwen2.5-VL-7B-Instruct"
+        );
+        std::fs::remove_dir_all(&dir).expect("removing the temp dir");
+    }
 }

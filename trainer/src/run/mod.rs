@@ -178,12 +178,7 @@ fn run_recipe(
             }
             done.display().to_string()
         }
-        None => loaded
-            .recipe
-            .policy
-            .model
-            .clone()
-            .unwrap_or_else(|| "tiny".into()),
+        None => loaded.model_spec(),
     };
     chain.pop();
     match loaded.recipe.policy.device.as_str() {
