@@ -216,6 +216,12 @@ pub fn save<B: Backend>(
     std::fs::rename(&tmp, dir).map_err(io(dir))
 }
 
+/// Whether `spec` names the embedded default (`tiny` or `tiny:SEED`) rather than a directory
+/// or an hf-hub id.
+pub fn names_tiny(spec: &str) -> bool {
+    spec == TINY || spec.starts_with("tiny:")
+}
+
 /// `tiny` → seed 0, `tiny:SEED` → SEED, anything else → not the embedded default.
 fn tiny_seed(spec: &str) -> Result<Option<u64>, CheckpointError> {
     if spec == TINY {

@@ -66,11 +66,17 @@ impl Loaded {
     /// The model `[policy] model` names (`tiny` when it is not set): a relative path is looked
     /// up in the recipe's directory first, like every other path a recipe names; when no such
     /// directory is there, the spec is passed on as written (a directory relative to the working
-    /// directory, an hf-hub id, `tiny:SEED`).
+    /// directory, an hf-hub id). `tiny` / `tiny:SEED` always mean the embedded default.
     pub fn model_spec(&self) -> String {
-        let spec = self.recipe.policy.model.as_deref().unwrap_or("tiny");
+        let spec = self
+            .recipe
+            .policy
+            .model
+            .as_deref()
+            .unwrap_or(policy::checkpoint::TINY);
         let beside = self.base_dir.join(spec);
-        if Path::new(spec).is_relative() && beside.is_dir() {
+        if !policy::checkpoint::names_tiny(spec) && Path::new(spec).is_relative() && beside.is_dir()
+        {
             beside.display().to_string()
         } else {
             spec.to_string()
@@ -186,10 +192,13 @@ mod tests {
     fn a_relative_model_path_is_found_beside_the_recipe_and_other_specs_pass_as_written() {
         let dir = std::env::temp_dir().join(format!("vt-model-spec-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("models/small")).expect("a temp dir");
+        std::fs::create_dir_all(dir.join("tiny")).expect("a temp dir");
         let beside = dir.join("models/small").display().to_string();
         assert_eq!(with_model(&dir, Some("models/small")).model_spec(), beside);
         assert_eq!(with_model(&dir, Some(&beside)).model_spec(), beside);
+        // A folder named `tiny` beside the recipe does not shadow the embedded default.
         assert_eq!(with_model(&dir, None).model_spec(), "tiny");
+        assert_eq!(with_model(&dir, Some("tiny")).model_spec(), "tiny");
         assert_eq!(with_model(&dir, Some("tiny:7")).model_spec(), "tiny:7");
         assert_eq!(
             with_model(&dir, Some("Qwen/Qwen2.5-VL-7B-Instruct")).model_spec(),
