@@ -74,9 +74,9 @@ impl Loaded {
             .model
             .as_deref()
             .unwrap_or(policy::checkpoint::TINY);
+        // An absolute spec joins to itself.
         let beside = self.base_dir.join(spec);
-        if !policy::checkpoint::names_tiny(spec) && Path::new(spec).is_relative() && beside.is_dir()
-        {
+        if !policy::checkpoint::names_tiny(spec) && beside.is_dir() {
             beside.display().to_string()
         } else {
             spec.to_string()
