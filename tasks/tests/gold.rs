@@ -11,6 +11,7 @@ use tasks::{Dataset, load_jsonl, verify};
 fn spec(split: Split, count: usize) -> Spec {
     Spec {
         families: Family::ALL.to_vec(),
+        kinds: Vec::new(),
         count,
         levels: vec![1, 2, 3],
         seed: 7,

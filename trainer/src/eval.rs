@@ -171,6 +171,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
 fn tasks_section(loaded: &Loaded) -> TasksSection {
     loaded.recipe.data.tasks.clone().unwrap_or(TasksSection {
         families: Family::ALL.to_vec(),
+        kinds: Vec::new(),
         count: 0,
         levels: vec![1, 2, 3],
         seed: 1,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, anyhow};
 use clap::Args;
-use tasks::generate::{Family, Spec, Split, ensure};
+use tasks::generate::{Family, Kind, Spec, Split, ensure};
 
 /// Arguments of `trainer tasks`.
 #[derive(Debug, Args)]
@@ -20,6 +20,10 @@ pub struct TasksArgs {
         default_value = "perception,instruction,reasoning"
     )]
     families: Vec<String>,
+    /// Only these kinds of the families (comma-separated: centre, box, join, count, distance;
+    /// default: every kind).
+    #[arg(long, value_delimiter = ',')]
+    kinds: Vec<String>,
     /// Tasks.
     #[arg(long, default_value_t = 30)]
     count: usize,
@@ -49,11 +53,22 @@ pub fn run(args: &TasksArgs) -> Result<()> {
                 .ok_or_else(|| anyhow!("--families: unknown family {f:?}"))
         })
         .collect::<Result<Vec<_>>>()?;
+    let kinds = args
+        .kinds
+        .iter()
+        .map(|k| {
+            Kind::ALL
+                .into_iter()
+                .find(|x| x.name() == k.trim())
+                .ok_or_else(|| anyhow!("--kinds: unknown kind {k:?}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     if args.levels.is_empty() || args.levels.iter().any(|l| !(1..=3).contains(l)) {
         return Err(anyhow!("--levels: levels go from 1 to 3"));
     }
     let spec = Spec {
         families,
+        kinds,
         count: args.count,
         levels: args.levels.clone(),
         seed: args.seed,
@@ -63,6 +78,14 @@ pub fn run(args: &TasksArgs) -> Result<()> {
             Split::Train
         },
     };
+    let empty = spec.families_without_kinds();
+    if !empty.is_empty() {
+        let names: Vec<&str> = empty.iter().map(|f| f.name()).collect();
+        return Err(anyhow!(
+            "--kinds: no kind of {} is listed",
+            names.join(", ")
+        ));
+    }
     let path = ensure(&spec, &args.out)?;
     println!("{} tasks: {}", args.count, path.display());
     Ok(())

@@ -192,6 +192,27 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "checkpoints.keep",
         ),
         (
+            "unknown task kind",
+            format!(
+                "{BASE}\n[data.tasks]\nfamilies = [\"reasoning\"]\ncount = 9\nkinds = [\"dial\"]\n"
+            ),
+            "data.tasks.kinds",
+        ),
+        (
+            "a kind of a family not listed",
+            format!(
+                "{BASE}\n[data.tasks]\nfamilies = [\"reasoning\"]\ncount = 9\nkinds = [\"centre\"]\n"
+            ),
+            "data.tasks.kinds",
+        ),
+        (
+            "a family left without a kind",
+            format!(
+                "{BASE}\n[data.tasks]\nfamilies = [\"perception\", \"reasoning\"]\ncount = 9\nkinds = [\"count\"]\n"
+            ),
+            "data.tasks.kinds",
+        ),
+        (
             "wrong type in logging",
             format!("{BASE}\n[logging]\nprogress_bar = \"yes\"\n"),
             "logging.progress_bar",

@@ -2,6 +2,8 @@
 //! gold code. All gold code shares one prelude (open the image, a colour mask, a colour's
 //! centre), so a small policy learns one way in and a short tail per kind.
 
+use serde::{Deserialize, Serialize};
+
 use super::canvas::{Rng, SIZE, Shape, name, place};
 use super::{Family, Truth};
 
@@ -37,8 +39,9 @@ def centre(c):
     return x.mean(), y.mean()
 ";
 
-/// The kinds, by family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The kinds, by family (named in recipes and data as [`Kind::name`] gives them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// Perception: the centre of a coloured disc, as a point.
     Centre,

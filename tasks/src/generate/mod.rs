@@ -124,6 +124,10 @@ impl Split {
 pub struct Spec {
     /// Families, in turn (task `i` is of family `i mod len`).
     pub families: Vec<Family>,
+    /// Only these kinds of the families (empty: every kind). A family with none of them listed
+    /// gives no tasks; see [`Spec::families_without_kinds`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<Kind>,
     /// Tasks.
     pub count: usize,
     /// Difficulty levels (1–3), in turn.
@@ -132,6 +136,26 @@ pub struct Spec {
     pub seed: u64,
     /// Which split.
     pub split: Split,
+}
+
+impl Spec {
+    /// The kinds task `i` of `family` is drawn from: the family's, less those not in `kinds`.
+    pub fn kinds_of(&self, family: Family) -> Vec<Kind> {
+        family
+            .kinds()
+            .into_iter()
+            .filter(|k| self.kinds.is_empty() || self.kinds.contains(k))
+            .collect()
+    }
+
+    /// The families that `kinds` leaves without a kind (a spec error: they would give no task).
+    pub fn families_without_kinds(&self) -> Vec<Family> {
+        self.families
+            .iter()
+            .copied()
+            .filter(|&f| self.kinds_of(f).is_empty())
+            .collect()
+    }
 }
 
 /// One generated task.
@@ -191,17 +215,24 @@ fn task_seed(seed: u64, split: Split, index: u64, attempt: u64) -> u64 {
 
 /// Generate the tasks of `spec`.
 ///
+/// With `kinds` set, a task of a family is drawn from its listed kinds only; with `kinds`
+/// empty, the tasks are exactly those of a spec without the field.
+///
 /// # Panics
-/// Never for valid specs; an empty family or level list gives no tasks.
+/// Never for valid specs; an empty family or level list, or a family that `kinds` leaves
+/// without a kind, gives no tasks.
 pub fn generate(spec: &Spec) -> Vec<Task> {
-    if spec.families.is_empty() || spec.levels.is_empty() {
+    if spec.families.is_empty()
+        || spec.levels.is_empty()
+        || !spec.families_without_kinds().is_empty()
+    {
         return Vec::new();
     }
     (0..spec.count)
         .map(|i| {
             let family = spec.families[i % spec.families.len()];
             let level = spec.levels[(i / spec.families.len()) % spec.levels.len()].clamp(1, 3);
-            let kinds = family.kinds();
+            let kinds = spec.kinds_of(family);
             let mut attempt = 0;
             loop {
                 let mut rng = canvas::Rng::new(task_seed(spec.seed, spec.split, i as u64, attempt));
@@ -275,4 +306,44 @@ pub fn ensure(spec: &Spec, dir: &Path) -> std::io::Result<PathBuf> {
     let path = write(&generate(spec), dir)?;
     std::fs::write(&stamp, want)?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(families: &[Family], kinds: &[Kind]) -> Spec {
+        Spec {
+            families: families.to_vec(),
+            kinds: kinds.to_vec(),
+            count: 40,
+            levels: vec![1, 2, 3],
+            seed: 3,
+            split: Split::Train,
+        }
+    }
+
+    #[test]
+    fn a_kinds_filter_draws_only_those_kinds_and_no_filter_keeps_the_old_stamp() {
+        let counts = generate(&spec(&[Family::Reasoning], &[Kind::Count]));
+        assert_eq!(counts.len(), 40);
+        assert!(counts.iter().all(|t| t.kind == Kind::Count));
+        let all = generate(&spec(&[Family::Reasoning], &[]));
+        let kinds: std::collections::HashSet<Kind> = all.iter().map(|t| t.kind).collect();
+        assert_eq!(kinds.len(), 2, "both reasoning kinds without a filter");
+        // A spec without kinds is written as before the field existed, so data generated
+        // then is still recognised (ensure() compares this text).
+        let text = serde_json::to_string(&spec(&[Family::Reasoning], &[])).expect("json");
+        assert!(!text.contains("kinds"), "{text}");
+        let back: Spec = serde_json::from_str(&text).expect("reads back");
+        assert!(back.kinds.is_empty());
+    }
+
+    #[test]
+    fn a_family_the_filter_leaves_without_a_kind_is_named_and_gives_no_tasks() {
+        let s = spec(&[Family::Perception, Family::Reasoning], &[Kind::Count]);
+        assert_eq!(s.families_without_kinds(), vec![Family::Perception]);
+        assert!(generate(&s).is_empty());
+        assert_eq!(s.kinds_of(Family::Reasoning), vec![Kind::Count]);
+    }
 }

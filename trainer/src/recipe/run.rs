@@ -117,6 +117,10 @@ pub struct DataSection {
 pub struct TasksSection {
     /// `perception`, `instruction`, `reasoning` (task `i` takes them in turn).
     pub families: Vec<tasks::generate::Family>,
+    /// Only these kinds of the families in the training split (`centre`, `box`, `join`,
+    /// `count`, `distance`; default: every kind). `trainer eval` still scores every kind.
+    #[serde(default)]
+    pub kinds: Vec<tasks::generate::Kind>,
     /// Training tasks.
     pub count: usize,
     /// Difficulty levels 1–3, in turn.
@@ -131,7 +135,8 @@ pub struct TasksSection {
 }
 
 impl TasksSection {
-    /// The generator's spec for `split`, `count` tasks of `families`.
+    /// The generator's spec for `split`, `count` tasks of `families` (of `kinds` in the
+    /// training split; the held-out split always has every kind).
     pub fn spec(
         &self,
         split: tasks::generate::Split,
@@ -140,6 +145,10 @@ impl TasksSection {
     ) -> tasks::generate::Spec {
         tasks::generate::Spec {
             families: families.to_vec(),
+            kinds: match split {
+                tasks::generate::Split::Train => self.kinds.clone(),
+                tasks::generate::Split::Heldout => Vec::new(),
+            },
             count,
             levels: self.levels.clone(),
             seed: self.seed,
@@ -509,6 +518,25 @@ impl RunRecipe {
             }
             if t.levels.is_empty() || t.levels.iter().any(|l| !(1..=3).contains(l)) {
                 return bad("data.tasks.levels", "must list levels from 1 to 3".into());
+            }
+            if let Some(k) = t.kinds.iter().find(|k| !t.families.contains(&k.family())) {
+                return bad(
+                    "data.tasks.kinds",
+                    format!(
+                        "{} is a kind of family {}, which data.tasks.families does not list",
+                        k.name(),
+                        k.family().name()
+                    ),
+                );
+            }
+            let spec = t.spec(tasks::generate::Split::Train, &t.families, t.count);
+            let empty = spec.families_without_kinds();
+            if !empty.is_empty() {
+                let names: Vec<&str> = empty.iter().map(|f| f.name()).collect();
+                return bad(
+                    "data.tasks.kinds",
+                    format!("lists no kind of family {}", names.join(", ")),
+                );
             }
         }
         let s = &self.sft;

@@ -127,7 +127,11 @@ pub fn generated(
     families: &[Family],
     count: usize,
 ) -> Result<PathBuf> {
-    let names: Vec<&str> = families.iter().map(|f| f.name()).collect();
+    let spec = t.spec(split, families, count);
+    let mut names: Vec<&str> = families.iter().map(|f| f.name()).collect();
+    if !spec.kinds.is_empty() {
+        names = spec.kinds.iter().map(|k| k.name()).collect();
+    }
     let levels: Vec<String> = t.levels.iter().map(u8::to_string).collect();
     let dir = loaded.resolve(&t.dir).join(format!(
         "{}-{}-seed{}-n{count}-l{}",
@@ -136,7 +140,7 @@ pub fn generated(
         t.seed,
         levels.join("")
     ));
-    tasks::generate::ensure(&t.spec(split, families, count), &dir)
+    tasks::generate::ensure(&spec, &dir)
         .map_err(|e| anyhow!("generating tasks into {}: {e}", dir.display()))
 }
 
