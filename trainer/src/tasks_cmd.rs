@@ -41,28 +41,10 @@ pub struct TasksArgs {
 /// `trainer tasks`.
 ///
 /// # Errors
-/// An unknown family or level, or files that cannot be written.
+/// An unknown family, kind or level, or files that cannot be written.
 pub fn run(args: &TasksArgs) -> Result<()> {
-    let families = args
-        .families
-        .iter()
-        .map(|f| {
-            Family::ALL
-                .into_iter()
-                .find(|x| x.name() == f.trim())
-                .ok_or_else(|| anyhow!("--families: unknown family {f:?}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let kinds = args
-        .kinds
-        .iter()
-        .map(|k| {
-            Kind::ALL
-                .into_iter()
-                .find(|x| x.name() == k.trim())
-                .ok_or_else(|| anyhow!("--kinds: unknown kind {k:?}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let families = by_name(&args.families, &Family::ALL, Family::name, "--families")?;
+    let kinds = by_name(&args.kinds, &Kind::ALL, Kind::name, "--kinds")?;
     if args.levels.is_empty() || args.levels.iter().any(|l| !(1..=3).contains(l)) {
         return Err(anyhow!("--levels: levels go from 1 to 3"));
     }
@@ -89,4 +71,25 @@ pub fn run(args: &TasksArgs) -> Result<()> {
     let path = ensure(&spec, &args.out)?;
     println!("{} tasks: {}", args.count, path.display());
     Ok(())
+}
+
+/// The items of `all` that `names` name (`flag` in the error for a name that is none of them).
+fn by_name<T: Copy>(
+    names: &[String],
+    all: &[T],
+    name: fn(T) -> &'static str,
+    flag: &str,
+) -> Result<Vec<T>> {
+    names
+        .iter()
+        .map(|n| {
+            all.iter()
+                .copied()
+                .find(|&x| name(x) == n.trim())
+                .ok_or_else(|| {
+                    let known: Vec<&str> = all.iter().map(|&x| name(x)).collect();
+                    anyhow!("{flag}: unknown {n:?} (one of {})", known.join(", "))
+                })
+        })
+        .collect()
 }
