@@ -16,6 +16,11 @@ pub static SANDBOX: LazyLock<Sandbox> = LazyLock::new(|| {
     new_sandbox(limits, 2)
 });
 
+/// For snippets whose first import is heavy (matplotlib: about 2 s alone in the wasm
+/// interpreter, past 3 s while the rest of the suite shares two cores): the default deadline.
+pub static SANDBOX_HEAVY_IMPORTS: LazyLock<Sandbox> =
+    LazyLock::new(|| new_sandbox(Limits::default(), 1));
+
 /// A sandbox with its own limits and pool size.
 pub fn new_sandbox(limits: Limits, pool_size: usize) -> Sandbox {
     let config = SandboxConfig {

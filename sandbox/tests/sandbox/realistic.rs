@@ -4,13 +4,21 @@
 use image::Rgb;
 use sandbox::{Execution, SandboxOutput};
 
-use crate::common::{SANDBOX, input_image, scratch};
+use crate::common::{SANDBOX, SANDBOX_HEAVY_IMPORTS, input_image, scratch};
 
 /// Run a policy block (with Thyme's pre-processing) over the standard input image.
 fn block(code: &str) -> (Execution, tempfile::TempDir, sandbox::Session) {
+    block_on(&SANDBOX, code)
+}
+
+/// [`block`] in a given sandbox.
+fn block_on(
+    sandbox: &sandbox::Sandbox,
+    code: &str,
+) -> (Execution, tempfile::TempDir, sandbox::Session) {
     let dir = scratch();
     let img = input_image(dir.path(), "chart.png");
-    let mut s = SANDBOX.session("traj-7", &[img]).expect("session");
+    let mut s = sandbox.session("traj-7", &[img]).expect("session");
     let run = s.run_block(&format!("<code>\n```python\n{code}\n```\n</code>"));
     assert!(run.error.is_none(), "{run:#?}");
     (run, dir, s)
@@ -105,7 +113,8 @@ fn draw_auxiliary_lines_and_points() {
 
 #[test]
 fn matplotlib_figure_saved_to_the_output_dir() {
-    let (run, _d, _s) = block(
+    let (run, _d, _s) = block_on(
+        &SANDBOX_HEAVY_IMPORTS,
         "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n\
          fig, ax = plt.subplots(figsize=(4, 3), dpi=50)\n\
          ax.plot([0, 1, 2], [2, 0, 1])\nfig.savefig(os.path.join(output_dir, 'plot.png'))\n\
