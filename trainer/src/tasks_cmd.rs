@@ -60,13 +60,8 @@ pub fn run(args: &TasksArgs) -> Result<()> {
             Split::Train
         },
     };
-    let empty = spec.families_without_kinds();
-    if !empty.is_empty() {
-        let names: Vec<&str> = empty.iter().map(|f| f.name()).collect();
-        return Err(anyhow!(
-            "--kinds: no kind of {} is listed",
-            names.join(", ")
-        ));
+    if let Some(problem) = spec.kinds_problem() {
+        return Err(anyhow!("--kinds: {problem}"));
     }
     let path = ensure(&spec, &args.out)?;
     println!("{} tasks: {}", args.count, path.display());

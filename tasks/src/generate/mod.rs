@@ -148,6 +148,27 @@ impl Spec {
             .collect()
     }
 
+    /// What is wrong with `kinds` against `families`, if anything: a kind of a family not
+    /// listed, or a listed family left without a kind.
+    pub fn kinds_problem(&self) -> Option<String> {
+        if let Some(k) = self
+            .kinds
+            .iter()
+            .find(|k| !self.families.contains(&k.family()))
+        {
+            return Some(format!(
+                "{} is a kind of family {}, which the families do not list",
+                k.name(),
+                k.family().name()
+            ));
+        }
+        let empty = self.families_without_kinds();
+        (!empty.is_empty()).then(|| {
+            let names: Vec<&str> = empty.iter().map(|f| f.name()).collect();
+            format!("lists no kind of family {}", names.join(", "))
+        })
+    }
+
     /// The families that `kinds` leaves without a kind (a spec error: they would give no task).
     pub fn families_without_kinds(&self) -> Vec<Family> {
         self.families
@@ -345,5 +366,12 @@ mod tests {
         assert_eq!(s.families_without_kinds(), vec![Family::Perception]);
         assert!(generate(&s).is_empty());
         assert_eq!(s.kinds_of(Family::Reasoning), vec![Kind::Count]);
+        assert!(s.kinds_problem().is_some_and(|p| p.contains("perception")));
+        let stray = spec(&[Family::Reasoning], &[Kind::Count, Kind::Centre]);
+        assert!(stray.kinds_problem().is_some_and(|p| p.contains("centre")));
+        assert_eq!(
+            spec(&[Family::Reasoning], &[Kind::Count]).kinds_problem(),
+            None
+        );
     }
 }

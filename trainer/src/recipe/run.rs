@@ -519,24 +519,9 @@ impl RunRecipe {
             if t.levels.is_empty() || t.levels.iter().any(|l| !(1..=3).contains(l)) {
                 return bad("data.tasks.levels", "must list levels from 1 to 3".into());
             }
-            if let Some(k) = t.kinds.iter().find(|k| !t.families.contains(&k.family())) {
-                return bad(
-                    "data.tasks.kinds",
-                    format!(
-                        "{} is a kind of family {}, which data.tasks.families does not list",
-                        k.name(),
-                        k.family().name()
-                    ),
-                );
-            }
             let spec = t.spec(tasks::generate::Split::Train, &t.families, t.count);
-            let empty = spec.families_without_kinds();
-            if !empty.is_empty() {
-                let names: Vec<&str> = empty.iter().map(|f| f.name()).collect();
-                return bad(
-                    "data.tasks.kinds",
-                    format!("lists no kind of family {}", names.join(", ")),
-                );
+            if let Some(problem) = spec.kinds_problem() {
+                return bad("data.tasks.kinds", problem);
             }
         }
         let s = &self.sft;

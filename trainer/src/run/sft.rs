@@ -128,10 +128,11 @@ pub fn generated(
     count: usize,
 ) -> Result<PathBuf> {
     let spec = t.spec(split, families, count);
-    let mut names: Vec<&str> = families.iter().map(|f| f.name()).collect();
-    if !spec.kinds.is_empty() {
-        names = spec.kinds.iter().map(|k| k.name()).collect();
-    }
+    let names: Vec<&str> = if spec.kinds.is_empty() {
+        families.iter().map(|f| f.name()).collect()
+    } else {
+        spec.kinds.iter().map(|k| k.name()).collect()
+    };
     let levels: Vec<String> = t.levels.iter().map(u8::to_string).collect();
     let dir = loaded.resolve(&t.dir).join(format!(
         "{}-{}-seed{}-n{count}-l{}",
