@@ -213,6 +213,23 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "data.tasks.kinds",
         ),
         (
+            "a mix with no share",
+            format!("{BASE}\n[data.mix]\ncolumn = \"kind\"\nshares = {{}}\n"),
+            "data.mix.shares",
+        ),
+        (
+            "a share of zero",
+            format!(
+                "{BASE}\n[data.mix]\ncolumn = \"kind\"\nshares = {{ count = 3, distance = 0 }}\n"
+            ),
+            "data.mix.shares.distance",
+        ),
+        (
+            "a share that is not a count",
+            format!("{BASE}\n[data.mix]\ncolumn = \"kind\"\nshares = {{ count = \"most\" }}\n"),
+            "data.mix.shares: invalid type: string \"most\"",
+        ),
+        (
             "wrong type in logging",
             format!("{BASE}\n[logging]\nprogress_bar = \"yes\"\n"),
             "logging.progress_bar",

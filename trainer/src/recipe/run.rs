@@ -109,6 +109,22 @@ pub struct DataSection {
     /// Shuffle the prompts each epoch (seeded).
     #[serde(default = "defaults::yes")]
     pub shuffle: bool,
+    /// Fixed shares of the prompts by the value of one column (default: rows as they come).
+    #[serde(default)]
+    pub mix: Option<MixSection>,
+}
+
+/// `[data.mix]`: every stretch of the prompts holds the values of one column in fixed shares,
+/// e.g. `column = "kind"`, `shares = { count = 3, distance = 1 }` puts one distance task beside
+/// every three count tasks, so each step (or window of steps) sees the same mix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixSection {
+    /// The rows' column whose value decides the share (an extra column of the jsonl, e.g.
+    /// the generator's `kind` or `family`).
+    pub column: String,
+    /// Rows per cycle for each value (a value not named here is not drawn).
+    pub shares: std::collections::BTreeMap<String, usize>,
 }
 
 /// `[data.tasks]`: the built-in generator.
@@ -522,6 +538,20 @@ impl RunRecipe {
             let spec = t.spec(tasks::generate::Split::Train, &t.families, t.count);
             if let Some(problem) = spec.kinds_problem() {
                 return bad("data.tasks.kinds", problem);
+            }
+        }
+        if let Some(m) = &self.data.mix {
+            if m.column.is_empty() {
+                return bad("data.mix.column", "names no column".into());
+            }
+            if m.shares.is_empty() {
+                return bad("data.mix.shares", "names no value".into());
+            }
+            if let Some((value, _)) = m.shares.iter().find(|&(_, &n)| n == 0) {
+                return bad(
+                    &format!("data.mix.shares.{value}"),
+                    "must be at least 1".into(),
+                );
             }
         }
         let s = &self.sft;

@@ -147,7 +147,19 @@ where
             t.count,
         )?);
     }
-    let prompts = Prompts::load(&files, r.seed, r.data.shuffle)?;
+    let mut prompts = Prompts::load(&files, r.seed, r.data.shuffle)?;
+    if let Some(mix) = &r.data.mix {
+        prompts = prompts
+            .mixed(&mix.column, &mix.shares)
+            .map_err(|e| anyhow!("{}: {e}", shown(&loaded.path)))?;
+        if prompts.undrawn() > 0 {
+            eprintln!(
+                "note: data.mix: {} row(s) whose {} has no share are not drawn",
+                prompts.undrawn(),
+                mix.column
+            );
+        }
+    }
     let skipped = prompts.dataset.skipped.len();
     for s in prompts.dataset.skipped.iter().take(5) {
         eprintln!("warning: skipped {}: {}", s.source, s.reason);
