@@ -318,6 +318,11 @@ pub struct GrpoSection {
     pub scale_rewards: ScaleRewards,
     /// Leave groups whose rewards are all equal out of the loss (DAPO's dynamic sampling).
     pub drop_zero_variance_groups: bool,
+    /// Dynamic micro-batches (verl's `ppo_max_token_len_per_gpu`): when a micro-batch padded
+    /// to its longest trajectory would exceed this many tokens, the step's trajectories are
+    /// sorted by length and cut so that rows × longest stays within it (a longer trajectory
+    /// goes alone). 0 = off: `per_device_train_batch_size` rows, padded to the longest.
+    pub max_tokens_per_micro_batch: usize,
 }
 
 impl Default for GrpoSection {
@@ -334,6 +339,7 @@ impl Default for GrpoSection {
             loss_type: LossType::Grpo,
             scale_rewards: ScaleRewards::Group,
             drop_zero_variance_groups: false,
+            max_tokens_per_micro_batch: 0,
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct LearnerConfig {
     pub loss: LossConfig,
     /// Trajectories per forward/backward.
     pub micro_batch: usize,
+    /// Padded tokens per forward/backward before the batch is cut by length (0 = off).
+    pub max_micro_batch_tokens: usize,
     /// Passes over each step's batch (μ).
     pub iterations: usize,
     /// Global gradient-norm clip (0 = off).
@@ -69,6 +71,10 @@ pub struct StepStats {
     pub tokens: f64,
     /// Seconds in forward + backward.
     pub forward_backward_s: f64,
+    /// Forward/backward passes per optimizer pass (micro-batches).
+    pub micro_batches: usize,
+    /// Tokens those micro-batches held, padding included.
+    pub padded_tokens: usize,
     /// Seconds in clipping + the AdamW update.
     pub optimizer_s: f64,
 }
@@ -139,7 +145,13 @@ impl<B: Backend> Learner<B> {
             batch_tokens: Some(batch_tokens),
             ..self.config.loss
         };
-        let chunks: Vec<&[Item<'_>]> = items.chunks(self.config.micro_batch.max(1)).collect();
+        let chunks = micro_batches(
+            items,
+            self.config.micro_batch,
+            self.config.max_micro_batch_tokens,
+        );
+        stats.micro_batches = chunks.len();
+        stats.padded_tokens = chunks.iter().map(|c| padded(c)).sum();
         let passes = self.config.iterations.max(1);
         for _ in 0..passes {
             let started = Instant::now();
@@ -278,6 +290,47 @@ impl<B: Backend> Learner<B> {
     }
 }
 
+/// The step's micro-batches: `rows` trajectories each, in the order given. When a token
+/// budget is set and one of those, padded to its longest row, would exceed it, the
+/// trajectories are sorted by length and cut so that rows × longest stays within the budget
+/// (one longer than the budget goes alone): a single runaway trajectory then pads only its
+/// own micro-batch, not all of them. Every loss type weighs micro-batches so the step's loss
+/// is the same sum (up to float rounding); `bnpo` is per micro-batch by definition.
+fn micro_batches<'a>(items: &[Item<'a>], rows: usize, max_tokens: usize) -> Vec<Vec<Item<'a>>> {
+    let rows = rows.max(1);
+    if max_tokens == 0 || items.chunks(rows).all(|c| padded(c) <= max_tokens) {
+        return items.chunks(rows).map(<[_]>::to_vec).collect();
+    }
+    let mut sorted = items.to_vec();
+    sorted.sort_by_key(|i| i.trajectory.tokens.len());
+    let mut out = Vec::new();
+    let mut current: Vec<Item<'a>> = Vec::new();
+    for item in sorted {
+        // Ascending: this item is the longest of `current` once pushed.
+        let longest = item.trajectory.tokens.len();
+        if !current.is_empty()
+            && (current.len() == rows || (current.len() + 1) * longest > max_tokens)
+        {
+            out.push(std::mem::take(&mut current));
+        }
+        current.push(item);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Tokens a micro-batch holds once padded to its longest trajectory.
+fn padded(chunk: &[Item<'_>]) -> usize {
+    chunk.len()
+        * chunk
+            .iter()
+            .map(|i| i.trajectory.tokens.len())
+            .max()
+            .unwrap_or(0)
+}
+
 /// Tokens a trajectory trains (mask 1).
 pub fn trained(t: &Trajectory) -> usize {
     t.mask.iter().filter(|&&m| m == 1).count()
@@ -328,5 +381,57 @@ impl PassStats {
         into.clip_low += self.clip_low / n * w;
         into.clip_high += self.clip_high / n * w;
         into.entropy += self.entropy / n * w;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lengths(chunks: &[Vec<Item<'_>>]) -> Vec<Vec<usize>> {
+        chunks
+            .iter()
+            .map(|c| c.iter().map(|i| i.trajectory.tokens.len()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_runaway_trajectory_pads_only_its_own_micro_batch() {
+        let lens = [300, 310, 1000, 305, 290, 320];
+        let trajectories: Vec<Trajectory> = lens
+            .iter()
+            .map(|&n| {
+                Trajectory::from_prompt(rollout::Prompt {
+                    tokens: vec![1; n],
+                    images: Vec::new(),
+                })
+            })
+            .collect();
+        let items: Vec<Item<'_>> = trajectories
+            .iter()
+            .map(|t| Item {
+                trajectory: t,
+                advantage: 0.0,
+            })
+            .collect();
+        // Off, or every micro-batch within the budget: the given order, `rows` at a time.
+        assert_eq!(lengths(&micro_batches(&items, 6, 0)), [lens.to_vec()]);
+        assert_eq!(
+            lengths(&micro_batches(&items, 3, 3000)),
+            [vec![300, 310, 1000], vec![305, 290, 320]]
+        );
+        // Over it: sorted by length, the long one alone (6 × 1000 padded → 5 × 320 + 1000).
+        assert_eq!(
+            lengths(&micro_batches(&items, 6, 2000)),
+            [vec![290, 300, 305, 310, 320], vec![1000]]
+        );
+        // `rows` still caps a micro-batch.
+        assert_eq!(
+            lengths(&micro_batches(&items, 2, 1500)),
+            [vec![290, 300], vec![305, 310], vec![320], vec![1000]]
+        );
+        // Nothing lost or repeated.
+        let all: usize = micro_batches(&items, 4, 700).iter().map(Vec::len).sum();
+        assert_eq!(all, lens.len());
     }
 }

@@ -136,6 +136,8 @@ pub fn scalars(
     put("time/rollout", times.rollout);
     put("time/sandbox", times.sandbox);
     put("time/reward", times.reward);
+    put("grpo/micro_batches", stats.micro_batches as f64);
+    put("grpo/padded_tokens", stats.padded_tokens as f64);
     put("time/forward_backward", stats.forward_backward_s);
     put("time/optimizer", stats.optimizer_s);
     put("time/checkpoint", times.checkpoint);

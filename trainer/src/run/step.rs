@@ -125,6 +125,10 @@ where
                 Stage::Sft => r.sft.per_device_train_batch_size,
                 Stage::Grpo => g.per_device_train_batch_size,
             },
+            max_micro_batch_tokens: match r.stage {
+                Stage::Sft => 0,
+                Stage::Grpo => g.max_tokens_per_micro_batch,
+            },
             iterations: if r.stage == Stage::Sft {
                 1
             } else {
