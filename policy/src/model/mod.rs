@@ -170,6 +170,27 @@ impl<B: Backend> Qwen25VL<B> {
         self.forward(rows, &mut cache)
     }
 
+    /// The whole sequences' logits from position `start` on (`[rows, seq − start, vocab]`),
+    /// no cache kept: the training forward when the first `start` positions predict nothing
+    /// that is trained (the prompt), which then skips their share of the vocabulary
+    /// projection, the log-softmax and their backward.
+    ///
+    /// # Errors
+    /// See [`ForwardError`]; `start` past the sequence is [`ForwardError::Empty`].
+    pub fn forward_from(
+        &self,
+        rows: &[Row<B>],
+        start: usize,
+    ) -> Result<Tensor<B, 3>, ForwardError> {
+        let mut cache = self.new_cache(rows.len());
+        let hidden = self.hidden(rows, &mut cache)?;
+        let [n, seq, h] = hidden.dims();
+        if start >= seq {
+            return Err(ForwardError::Empty);
+        }
+        Ok(self.text.logits(hidden.slice([0..n, start..seq, 0..h])))
+    }
+
     /// Final hidden states `[rows, seq, hidden]` of new tokens.
     ///
     /// # Errors

@@ -100,3 +100,25 @@ fn stacking_nothing_is_an_error() {
     assert!(KvCache::<B>::stack(Vec::new()).is_err());
     assert!(KvCache::stack(vec![model.new_cache(1)]).is_err());
 }
+
+#[test]
+fn the_training_forward_from_a_position_is_the_full_forward_from_there() {
+    let model = tiny();
+    let p = prompt("image");
+    let rows = [row(&model, &p, p.ids.clone())];
+    let full = model.forward_full(&rows).expect("full");
+    let [n, seq, vocab] = full.dims();
+    for start in [0, 5, seq - 1] {
+        let from = model.forward_from(&rows, start).expect("from");
+        assert_eq!(from.dims(), [n, seq - start, vocab]);
+        let expected = values(full.clone().slice([0..n, start..seq, 0..vocab]));
+        assert!(
+            max_diff(&values(from), &expected) <= CACHE_TOL,
+            "start {start}"
+        );
+    }
+    assert!(
+        model.forward_from(&rows, seq).is_err(),
+        "nothing left to predict"
+    );
+}

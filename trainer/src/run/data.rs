@@ -246,14 +246,14 @@ mod tests {
     }
 
     fn kind(p: &Prompts, i: usize) -> &str {
-        p.sample(i).fields["kind"].as_str().unwrap()
+        p.sample(i).fields["kind"].as_str().expect("a string")
     }
 
     #[test]
     fn every_cycle_holds_the_shares_and_unnamed_values_are_never_drawn() {
         let p = prompts(true)
             .mixed("kind", &shares(&[("count", 3), ("distance", 1)]))
-            .unwrap();
+            .expect("mixes");
         assert_eq!(p.undrawn(), 3);
         let mut cursor = Cursor::default();
         let mut seen_epoch0 = Vec::new();
@@ -286,7 +286,7 @@ mod tests {
     fn without_shuffle_each_value_comes_in_file_order() {
         let p = prompts(false)
             .mixed("kind", &shares(&[("centre", 1), ("count", 2)]))
-            .unwrap();
+            .expect("mixes");
         // Values in name order: centre, then count.
         assert_eq!(p.order(0), [10 + 4, 0, 1, 10 + 5, 2, 3, 10 + 6, 4, 5]);
     }
@@ -295,7 +295,7 @@ mod tests {
     fn a_value_with_fewer_rows_than_its_share_is_named() {
         let err = prompts(true)
             .mixed("kind", &shares(&[("count", 1), ("distance", 5)]))
-            .unwrap_err()
+            .expect_err("too few rows")
             .to_string();
         assert!(
             err.starts_with("data.mix.shares.distance: 4 training row(s)"),
@@ -303,7 +303,7 @@ mod tests {
         );
         let err = prompts(true)
             .mixed("level", &shares(&[("1", 1)]))
-            .unwrap_err()
+            .expect_err("too few rows")
             .to_string();
         assert!(
             err.starts_with("data.mix.shares.1: 0 training row(s)"),

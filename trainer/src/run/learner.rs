@@ -203,22 +203,30 @@ impl<B: Backend> Learner<B> {
             .unwrap_or(0);
         let n = items.len();
         // Row r, position p predicts token p + 1: the targets, the mask and the sampler's
-        // log-probs are laid out on those positions.
-        let mut targets = vec![0i64; n * (len - 1)];
-        let mut mask = vec![0f32; n * (len - 1)];
-        let mut old = vec![0f32; n * (len - 1)];
+        // log-probs are laid out on those positions, from the first position any row trains
+        // (before it lies the prompt: no logits needed there).
+        let start = items
+            .iter()
+            .filter_map(|i| i.trajectory.mask.iter().skip(1).position(|&m| m == 1))
+            .min()
+            .unwrap_or(0);
+        let width = len - 1 - start;
+        let mut targets = vec![0i64; n * width];
+        let mut mask = vec![0f32; n * width];
+        let mut old = vec![0f32; n * width];
         let mut rows = Vec::with_capacity(n);
         let mut ref_rows = Vec::with_capacity(n);
         for (r, item) in items.iter().enumerate() {
             let t = item.trajectory;
             let mut tokens = t.tokens.clone();
             tokens.resize(len, self.pad);
-            for p in 0..len - 1 {
-                targets[r * (len - 1) + p] = i64::from(tokens[p + 1]);
+            for p in start..len - 1 {
+                let at = r * width + p - start;
+                targets[at] = i64::from(tokens[p + 1]);
                 // The trajectory's mask and log-probs run over the whole sequence.
                 if let Some(&m) = t.mask.get(p + 1) {
-                    mask[r * (len - 1) + p] = f32::from(m);
-                    old[r * (len - 1) + p] = t.logprobs.get(p + 1).copied().unwrap_or(0.0);
+                    mask[at] = f32::from(m);
+                    old[at] = t.logprobs.get(p + 1).copied().unwrap_or(0.0);
                 }
             }
             rows.push(Row {
@@ -236,14 +244,14 @@ impl<B: Backend> Learner<B> {
                 });
             }
         }
-        let shape = [n, len - 1];
+        let shape = [n, width];
         let targets: Tensor<Train<B>, 2, Int> =
             Tensor::from_data(TensorData::new(targets, shape), &device);
         let logits = self
             .model
-            .forward_full(&rows)
+            .forward_from(&rows, start)
             .map_err(|e| anyhow!("training forward: {e}"))?
-            .slice([0..n, 0..len - 1]);
+            .slice([0..n, 0..width]);
         let entropy = entropy_sum(logits.clone().inner(), &mask, shape);
         let logprobs = token_logprobs(logits, targets.clone());
         let mask_t: Tensor<Train<B>, 2> = Tensor::from_data(TensorData::new(mask, shape), &device);
@@ -269,9 +277,9 @@ impl<B: Backend> Learner<B> {
         let ref_logprobs = match &self.reference {
             Some(reference) => {
                 let logits = reference
-                    .forward_full(&ref_rows)
+                    .forward_from(&ref_rows, start)
                     .map_err(|e| anyhow!("reference forward: {e}"))?
-                    .slice([0..n, 0..len - 1]);
+                    .slice([0..n, 0..width]);
                 let lp = token_logprobs(logits, targets.inner());
                 Some(Tensor::from_inner(lp))
             }
