@@ -166,8 +166,7 @@ impl<B: Backend> Qwen25VL<B> {
     /// # Errors
     /// See [`ForwardError`].
     pub fn forward_full(&self, rows: &[Row<B>]) -> Result<Tensor<B, 3>, ForwardError> {
-        let mut cache = self.new_cache(rows.len());
-        self.forward(rows, &mut cache)
+        self.forward_from(rows, 0)
     }
 
     /// The whole sequences' logits from position `start` on (`[rows, seq − start, vocab]`),
