@@ -61,9 +61,16 @@ fn gold_code_runs_in_the_sandbox_and_is_right() {
 fn splits_never_share_a_task_and_the_jsonl_reads_back() {
     let train = generate::generate(&spec(Split::Train, 600));
     let held = generate::generate(&spec(Split::Heldout, 200));
+    let validation = generate::generate(&spec(Split::Validation, 200));
     let key = |t: &generate::Task| (t.drawn.question.clone(), format!("{:?}", t.drawn.shapes));
     let train_keys: HashSet<_> = train.iter().map(key).collect();
+    let held_keys: HashSet<_> = held.iter().map(key).collect();
     assert!(held.iter().all(|t| !train_keys.contains(&key(t))));
+    assert!(
+        validation
+            .iter()
+            .all(|t| !train_keys.contains(&key(t)) && !held_keys.contains(&key(t)))
+    );
     // The same spec draws the same tasks.
     let again = generate::generate(&spec(Split::Heldout, 200));
     assert!(

@@ -168,7 +168,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
 }
 
 /// The recipe's generator settings (or the defaults when it reads only files).
-fn tasks_section(loaded: &Loaded) -> TasksSection {
+pub(crate) fn tasks_section(loaded: &Loaded) -> TasksSection {
     loaded.recipe.data.tasks.clone().unwrap_or(TasksSection {
         families: Family::ALL.to_vec(),
         kinds: Vec::new(),
@@ -181,15 +181,17 @@ fn tasks_section(loaded: &Loaded) -> TasksSection {
 
 /// Per-family scores and a line per task.
 #[derive(Debug)]
-struct Report {
-    families: BTreeMap<String, FamilyScore>,
-    tasks: Vec<serde_json::Value>,
+pub(crate) struct Report {
+    /// By family name.
+    pub families: BTreeMap<String, FamilyScore>,
+    /// One JSON object per task.
+    pub tasks: Vec<serde_json::Value>,
 }
 
 /// The recipe's rollout settings turned into eval's decoding: the argmax at every position
 /// (text and code), no repetition penalty, at most `max_rounds` rounds; the rest (stop strings,
 /// caps, image limits) as the recipe has them.
-fn greedy(mut config: RolloutConfig, max_rounds: usize) -> RolloutConfig {
+pub(crate) fn greedy(mut config: RolloutConfig, max_rounds: usize) -> RolloutConfig {
     config.sampling.temperature = 0.0;
     config.sampling.code_temperature = 0.0;
     config.sampling.repetition_penalty = 1.0;
@@ -223,20 +225,40 @@ where
         eos: &eos,
     };
     let sandbox = Sandbox::new(r.sandbox.clone())?;
+    score_policy(&model, &ctx, &sandbox, r.seed, prompts, Some(images))
+}
+
+/// Roll out every task of `prompts` with `model` under `ctx` (eval's rules: see [`greedy`])
+/// and grade it; the input image beside what the code drew goes under `images` when given.
+///
+/// # Errors
+/// A prompt that cannot be built, an image that cannot be written.
+pub(crate) fn score_policy<B: Backend>(
+    model: &Qwen25VL<B>,
+    ctx: &Context<'_>,
+    sandbox: &Sandbox,
+    seed: u64,
+    prompts: &Prompts,
+    images: Option<&Path>,
+) -> Result<Report>
+where
+    Qwen25VL<B>: Sync,
+{
+    let (tokenizer, processor) = (ctx.tokenizer, ctx.processor);
     let mut tasks = Vec::new();
     let mut sums: BTreeMap<String, (FamilyScore, usize)> = BTreeMap::new();
     for (i, sample) in prompts.dataset.samples.iter().enumerate() {
         let prompt = data::prompt(sample, &tokenizer, &processor)?;
         let tools = Tools {
-            sandbox: Some(&sandbox),
+            sandbox: Some(sandbox),
             inputs: &sample.images,
         };
         let id = GroupId {
-            run_seed: r.seed,
+            run_seed: seed,
             step: 0,
             prompt: i as u64,
         };
-        let t = run_group(&model, &ctx, &prompt, tools, id, 1, Overlap::Serial)
+        let t = run_group(model, ctx, &prompt, tools, id, 1, Overlap::Serial)
             .pop()
             .ok_or_else(|| anyhow!("no trajectory"))?;
         let family = sample
@@ -252,7 +274,10 @@ where
             .filter(|b| !matches!(b.output, SandboxOutput::Error(_)))
             .count();
         let format = reward::parts::format_ok(&t.text);
-        let picture = save_strip(sample, &t, images, i)?;
+        let picture = match images {
+            Some(dir) => save_strip(sample, &t, dir, i)?,
+            None => None,
+        };
         let (s, execs_ok) = sums.entry(family.clone()).or_default();
         s.tasks += 1;
         s.accuracy += f64::from(u8::from(correct));

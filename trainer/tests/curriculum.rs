@@ -44,6 +44,9 @@ weight_decay = 0.0
 save_steps = 0
 [eval]
 count = 2
+steps = 8
+from_step = 8
+stop_at_accuracy = { reasoning = 1.0 }
 "#;
 
 #[test]
@@ -88,6 +91,25 @@ fn sft_replays_gold_turns_and_eval_scores_each_family() {
         .collect();
     assert_eq!(losses.len(), 8);
     assert!(losses[7] < losses[0] - 1.0, "{losses:?}");
+    // Validation at step 8 (every 8 steps from step 8) on 2 tasks a family, logged with the
+    // step; the untrained-for-it policy does not reach 100 %, so the run goes to max_steps.
+    assert!(err.contains("validation at step 8: "), "{err}");
+    assert!(
+        err.contains("reasoning ≥ 100.0 % — not reached by step 8"),
+        "{err}"
+    );
+    let last: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(dir.join("runs/sft-test/metrics.jsonl"))
+            .expect("metrics")
+            .lines()
+            .last()
+            .expect("a line"),
+    )
+    .expect("json");
+    for family in ["perception", "instruction", "reasoning"] {
+        let acc = last[format!("validation/{family}/accuracy")].as_f64();
+        assert!(acc.is_some_and(|a| (0.0..=1.0).contains(&a)), "{last}");
+    }
     assert!(
         dir.join("checkpoints/sft-test/step-8/model.safetensors")
             .is_file()
@@ -125,6 +147,10 @@ fn sft_replays_gold_turns_and_eval_scores_each_family() {
     );
     assert!(
         generated.iter().any(|n| n.contains("-heldout-")),
+        "{generated:?}"
+    );
+    assert!(
+        generated.iter().any(|n| n.contains("-valid-")),
         "{generated:?}"
     );
     assert!(

@@ -230,6 +230,29 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "data.mix.shares: invalid type: string \"most\"",
         ),
         (
+            "a stop target without validations",
+            format!("{BASE}\n[eval]\nstop_at_accuracy = {{ reasoning = 0.3 }}\n"),
+            "eval.stop_at_accuracy: needs eval.steps",
+        ),
+        (
+            "a stop target above 100 %",
+            format!("{BASE}\n[eval]\nsteps = 25\nstop_at_accuracy = {{ reasoning = 30 }}\n"),
+            "eval.stop_at_accuracy.reasoning: must be an accuracy in (0, 1]",
+        ),
+        (
+            "a stop target for a family not scored",
+            format!(
+                "{BASE}\n[eval]\nfamilies = [\"reasoning\"]\nsteps = 25\n\
+                 stop_at_accuracy = {{ perception = 0.3 }}\n"
+            ),
+            "eval.stop_at_accuracy.perception: is not one of eval.families",
+        ),
+        (
+            "a stop target for no family",
+            format!("{BASE}\n[eval]\nsteps = 25\nstop_at_accuracy = {{ reasonning = 0.3 }}\n"),
+            "eval.stop_at_accuracy",
+        ),
+        (
             "wrong type in logging",
             format!("{BASE}\n[logging]\nprogress_bar = \"yes\"\n"),
             "logging.progress_bar",

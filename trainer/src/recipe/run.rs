@@ -1,6 +1,7 @@
 //! The schema of a training recipe (`trainer run RECIPE`): TRL's names where TRL has one,
 //! Thyme's RL script's values as the defaults, and the checks that need more than one key.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use rollout::{RolloutConfig, SamplingConfig};
@@ -47,7 +48,8 @@ pub struct RunRecipe {
     /// SFT's batch and length (`stage = "sft"`).
     #[serde(default)]
     pub sft: SftSection,
-    /// `trainer eval`: the held-out tasks and the rules (VTBench's: greedy, ≤ 5 rounds).
+    /// `trainer eval`: the held-out tasks and the rules (VTBench's: greedy, ≤ 5 rounds); and
+    /// the run's own scoring on the validation split while it trains.
     #[serde(default)]
     pub eval: EvalSection,
     /// AdamW and the learning-rate schedule.
@@ -124,7 +126,7 @@ pub struct MixSection {
     /// the generator's `kind` or `family`).
     pub column: String,
     /// Rows per cycle for each value (a value not named here is not drawn).
-    pub shares: std::collections::BTreeMap<String, usize>,
+    pub shares: BTreeMap<String, usize>,
 }
 
 /// `[data.tasks]`: the built-in generator.
@@ -163,7 +165,7 @@ impl TasksSection {
             families: families.to_vec(),
             kinds: match split {
                 tasks::generate::Split::Train => self.kinds.clone(),
-                tasks::generate::Split::Heldout => Vec::new(),
+                tasks::generate::Split::Heldout | tasks::generate::Split::Validation => Vec::new(),
             },
             count,
             levels: self.levels.clone(),
@@ -199,12 +201,21 @@ impl Default for SftSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalSection {
-    /// Held-out tasks per family.
+    /// Held-out (and validation) tasks per family.
     pub count: usize,
     /// Families scored.
     pub families: Vec<tasks::generate::Family>,
     /// Generation calls per trajectory (VTBench: 5).
     pub max_rounds: usize,
+    /// Score the policy on the generator's validation split every this many steps while it
+    /// trains (HF's `eval_steps`; 0: never). Logged as `validation/<family>/…`.
+    pub steps: u64,
+    /// The first step at which to score (the steps before it are not worth the time).
+    pub from_step: u64,
+    /// Stop the run at the first validation whose accuracy reaches these, family by family
+    /// (e.g. `{ reasoning = 0.3 }`); that checkpoint is the run's final one, and the step it
+    /// stopped at is kept in its state. Empty: run to `max_steps`.
+    pub stop_at_accuracy: BTreeMap<tasks::generate::Family, f64>,
 }
 
 impl Default for EvalSection {
@@ -213,6 +224,9 @@ impl Default for EvalSection {
             count: 60,
             families: tasks::generate::Family::ALL.to_vec(),
             max_rounds: 5,
+            steps: 0,
+            from_step: 0,
+            stop_at_accuracy: BTreeMap::new(),
         }
     }
 }
@@ -482,6 +496,34 @@ pub struct Invalid {
     pub reason: String,
 }
 
+impl EvalSection {
+    /// `stop_at_accuracy` needs validations, of families that are scored, at targets in (0, 1].
+    fn validate(&self) -> Result<(), Invalid> {
+        let bad = |key: String, reason: &str| {
+            Err(Invalid {
+                key,
+                reason: reason.into(),
+            })
+        };
+        if !self.stop_at_accuracy.is_empty() && self.steps == 0 {
+            return bad(
+                "eval.stop_at_accuracy".into(),
+                "needs eval.steps (how often to score the validation split)",
+            );
+        }
+        for (family, &target) in &self.stop_at_accuracy {
+            let key = format!("eval.stop_at_accuracy.{}", family.name());
+            if !self.families.contains(family) {
+                return bad(key, "is not one of eval.families");
+            }
+            if !(target > 0.0 && target <= 1.0) {
+                return bad(key, "must be an accuracy in (0, 1]");
+            }
+        }
+        Ok(())
+    }
+}
+
 impl RunRecipe {
     /// Optimizer steps of the run (its stage's `max_steps`).
     pub fn max_steps(&self) -> u64 {
@@ -578,6 +620,7 @@ impl RunRecipe {
                 return bad(key, "must be at least 1".into());
             }
         }
+        self.eval.validate()?;
         if let Err(e) = self.rollout.config().sampling.validate() {
             // "key: why"
             let (key, why) = e.split_once(": ").unwrap_or(("sampling", e.as_str()));

@@ -34,6 +34,10 @@ pub struct TrainerState {
     pub step: u64,
     /// The run's length.
     pub max_steps: u64,
+    /// The run ended here before `max_steps`: its validation reached `eval.stop_at_accuracy`.
+    /// (Absent in checkpoints written before the key: false.)
+    #[serde(default)]
+    pub stopped_on_target: bool,
     /// The run's seed. Every trajectory's sampling seed derives from (seed, step, prompt,
     /// path), so the seed and the step are the whole RNG state.
     pub seed: u64,
@@ -195,6 +199,25 @@ pub fn latest(root: &Path, warn: &mut dyn FnMut(String)) -> Option<(PathBuf, Tra
     None
 }
 
+impl TrainerState {
+    /// The run is over at this checkpoint: it reached `max_steps` (the recipe's, which may
+    /// have been raised since) or its validation target.
+    pub fn is_final(&self, max_steps: u64) -> bool {
+        self.stopped_on_target || self.step >= max_steps
+    }
+}
+
+/// The newest complete checkpoint under `root` that ends a run of `max_steps` (see
+/// [`TrainerState::is_final`]); unlike [`latest`] it changes nothing on disk, so it is safe
+/// beside a run that is still writing.
+pub fn final_in(root: &Path, max_steps: u64) -> Option<PathBuf> {
+    steps(root)
+        .into_iter()
+        .rev()
+        .map(|step| step_dir(root, step))
+        .find(|dir| verify(dir).is_ok_and(|s| s.is_final(max_steps)))
+}
+
 /// Remove all but the newest `keep` checkpoints (0 keeps all).
 ///
 /// # Errors
@@ -256,4 +279,59 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, HostTensor>> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(step: u64, max_steps: u64, stopped_on_target: bool) -> TrainerState {
+        TrainerState {
+            run: "r".into(),
+            step,
+            max_steps,
+            stopped_on_target,
+            seed: 0,
+            schedule: Schedule::default(),
+            optimizer_steps: step,
+            cursor: Cursor::default(),
+            start_model: "tiny".into(),
+            metrics: BTreeMap::new(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// A checkpoint directory holding only its state (no files listed, so it verifies).
+    fn write_state(root: &Path, step: u64, max_steps: u64, stopped_on_target: bool) {
+        let dir = step_dir(root, step);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let text = serde_json::to_string(&state(step, max_steps, stopped_on_target));
+        std::fs::write(dir.join(STATE), text.expect("json")).expect("state");
+    }
+
+    #[test]
+    fn the_final_checkpoint_is_the_one_a_run_stopped_at_or_its_last_step() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let root = tmp.path();
+        write_state(root, 50, 800, false);
+        assert_eq!(final_in(root, 800), None, "mid-run");
+        write_state(root, 75, 800, true);
+        assert_eq!(
+            final_in(root, 800),
+            Some(step_dir(root, 75)),
+            "stopped on target"
+        );
+        let other = tmp.path().join("other");
+        write_state(&other, 500, 500, false);
+        assert_eq!(final_in(&other, 500), Some(step_dir(&other, 500)));
+        // A recipe whose max_steps was raised since: that step no longer ends the run.
+        assert_eq!(final_in(&other, 800), None);
+        // A state written before the key existed reads as not stopped.
+        let mut old = serde_json::to_value(state(3, 9, true)).expect("json");
+        old.as_object_mut()
+            .expect("an object")
+            .remove("stopped_on_target");
+        let read: TrainerState = serde_json::from_value(old).expect("reads");
+        assert!(!read.stopped_on_target && !read.is_final(9) && read.is_final(3));
+    }
 }

@@ -11,6 +11,7 @@ pub mod progress;
 pub mod sampler;
 pub mod sft;
 mod step;
+pub mod validation;
 
 use std::path::{Path, PathBuf};
 
@@ -134,10 +135,13 @@ fn enter(loaded: &Loaded, chain: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// The directory a recipe's final checkpoint is written to.
+/// The directory of a recipe's final checkpoint: the one it stopped at on its validation
+/// target, if it did, else the one its last step is written to (which may not exist yet).
 pub fn final_checkpoint(loaded: &Loaded) -> PathBuf {
     let r = &loaded.recipe;
-    checkpoint::step_dir(&r.checkpoints.dir.join(&r.name), r.max_steps())
+    let root = r.checkpoints.dir.join(&r.name);
+    checkpoint::final_in(&root, r.max_steps())
+        .unwrap_or_else(|| checkpoint::step_dir(&root, r.max_steps()))
 }
 
 /// How a run starts and ends.

@@ -19,6 +19,7 @@ use super::metrics::{Times, scalars};
 use super::progress::Progress;
 use super::sampler::{Batch, Sampler};
 use super::sft;
+use super::validation::Validation;
 use super::{Options, shown};
 use crate::grpo::{LossConfig, advantages};
 use crate::optim::{AdamW, AdamWConfig};
@@ -55,7 +56,7 @@ where
     };
     let max_steps = r.max_steps();
     if let Some((dir, state)) = &resumed {
-        if state.step >= max_steps {
+        if state.is_final(max_steps) {
             eprintln!("{}: already trained ({} steps)", shown(dir), state.step);
             return Ok(dir.clone());
         }
@@ -220,6 +221,26 @@ where
         None
     };
 
+    let validation = Validation::new(loaded)?;
+    // Validation runs code like eval does, also in a run that samples without the sandbox.
+    let validation_sandbox = match (&validation, &sandbox) {
+        (Some(_), None) => Some(Sandbox::new(r.sandbox.clone())?),
+        _ => None,
+    };
+    if let Some(v) = &validation {
+        eprintln!(
+            "validation: {} tasks every {} steps from step {}{}",
+            v.tasks(),
+            r.eval.steps,
+            r.eval.from_step,
+            if v.has_targets() {
+                format!("; stops at {}", v.describe_targets())
+            } else {
+                String::new()
+            }
+        );
+    }
+
     let first = resumed.as_ref().map_or(0, |(_, s)| s.step);
     let mut cursor = resumed
         .as_ref()
@@ -234,6 +255,8 @@ where
     let mut checkpoint_s = 0.0;
     let mut last_metrics = BTreeMap::new();
     let mut bad_rows = 0;
+    let mut last_step = first;
+    let mut stopped_on_target = false;
     for step in first..max_steps {
         let step_started = Instant::now();
         let done = step + 1;
@@ -344,6 +367,18 @@ where
             }
             m
         };
+        let mut m = m;
+        if let Some(v) = validation.as_ref().filter(|v| v.due(done)) {
+            let sandbox = sandbox
+                .as_ref()
+                .or(validation_sandbox.as_ref())
+                .ok_or_else(|| anyhow!("validation without a sandbox"))?;
+            let scored = v.score(loaded, &policy, &sampler.ctx, sandbox)?;
+            progress.note(&format!("validation at step {done}: {}", scored.summary()));
+            m.extend(scored.scalars());
+            stopped_on_target = scored.reached;
+        }
+        last_step = done;
         log.scalars(done, &m)?;
         log.flush();
         progress.step(done, &m);
@@ -352,12 +387,17 @@ where
         checkpoint_s = 0.0;
         let save_every = r.checkpoints.save_steps;
         let stop = options.stop_at == Some(done);
-        if stop || done == max_steps || (save_every > 0 && done % save_every == 0) {
+        if stop
+            || stopped_on_target
+            || done == max_steps
+            || (save_every > 0 && done % save_every == 0)
+        {
             let t = Instant::now();
             let state = TrainerState {
                 run: r.name.clone(),
                 step: done,
                 max_steps,
+                stopped_on_target,
                 seed: r.seed,
                 schedule: o.schedule(),
                 optimizer_steps: learner.optimizer().steps(),
@@ -380,6 +420,15 @@ where
             progress.note(&format!("checkpoint {}", shown(&dir)));
             last_checkpoint = Some(dir);
         }
+        if stopped_on_target {
+            progress.note(&format!(
+                "stopped at step {done}: validation reached {}",
+                validation
+                    .as_ref()
+                    .map_or_else(String::new, Validation::describe_targets)
+            ));
+            break;
+        }
         if stop {
             progress.note(&format!("stopped at step {done} (--stop-at)"));
             break;
@@ -387,7 +436,7 @@ where
     }
     let total_s = started.elapsed().as_secs_f64();
     let mut rows = vec![
-        ("steps", format!("{first} → {max_steps}")),
+        ("steps", format!("{first} → {last_step} (of {max_steps})")),
         ("time", format!("{total_s:.1}s")),
     ];
     if let Some((a, b)) = progress.reward_ends(10).filter(|_| !sft) {
@@ -403,6 +452,17 @@ where
         if let Some(v) = last_metrics.get(k) {
             rows.push((label, format!("{v:.4}")));
         }
+    }
+    if let Some(v) = validation.as_ref().filter(|v| v.has_targets()) {
+        let outcome = if stopped_on_target {
+            format!("reached at step {last_step}")
+        } else {
+            format!("not reached by step {last_step}")
+        };
+        rows.push((
+            "validation target",
+            format!("{} — {outcome}", v.describe_targets()),
+        ));
     }
     rows.push(("bad data rows skipped", format!("{}", skipped + bad_rows)));
     rows.push(("TensorBoard", shown(log.dir())));
