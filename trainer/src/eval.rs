@@ -248,7 +248,7 @@ where
     let mut tasks = Vec::new();
     let mut sums: BTreeMap<String, (FamilyScore, usize)> = BTreeMap::new();
     for (i, sample) in prompts.dataset.samples.iter().enumerate() {
-        let prompt = data::prompt(sample, &tokenizer, &processor)?;
+        let prompt = data::prompt(sample, tokenizer, processor)?;
         let tools = Tools {
             sandbox: Some(sandbox),
             inputs: &sample.images,

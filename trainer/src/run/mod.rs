@@ -166,19 +166,22 @@ fn run_recipe(
         Some(p) => {
             let parent = load_run(&loaded.resolve(p))
                 .with_context(|| format!("{}: init_from", loaded.path.display()))?;
-            let done = final_checkpoint(&parent);
+            let mut done = final_checkpoint(&parent);
             if checkpoint::verify(&done).is_err() {
                 eprintln!(
-                    "{}: starts from {}, which is not there yet: running {} first",
+                    "{}: starts from the final checkpoint of {} ({} or where its validation \
+                     stops), which is not there yet: running it first",
                     loaded.path.display(),
+                    parent.path.display(),
                     done.display(),
-                    parent.path.display()
                 );
                 let whole = Options {
                     resume: true,
                     stop_at: None,
                 };
                 run_recipe(&parent, whole, registry, chain)?;
+                // A parent that stopped on its validation target ended before max_steps.
+                done = final_checkpoint(&parent);
             }
             done.display().to_string()
         }
