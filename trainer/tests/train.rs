@@ -283,10 +283,9 @@ fn tensorboard_event_files_hold_the_scalars_histograms_and_images() {
     );
 }
 
-#[test]
-fn a_chained_recipe_runs_the_one_it_starts_from_first() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let child = dir.path().join("child.toml");
+/// A one-step recipe `child` in `dir` that starts from the tiny recipe (`init_from`).
+fn child_recipe(dir: &Path) -> PathBuf {
+    let child = dir.join("child.toml");
     let text = std::fs::read_to_string(RECIPE).expect("recipe");
     let text = text
         .replace(
@@ -307,6 +306,13 @@ fn a_chained_recipe_runs_the_one_it_starts_from_first() {
         )
         .replace("max_steps = 4", "max_steps = 1");
     std::fs::write(&child, text).expect("write");
+    child
+}
+
+#[test]
+fn a_chained_recipe_runs_the_one_it_starts_from_first() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let child = child_recipe(dir.path());
     let out = ok(trainer(dir.path())
         .arg("run")
         .arg(&child)
@@ -333,4 +339,38 @@ fn a_chained_recipe_runs_the_one_it_starts_from_first() {
         .output()
         .expect("runs"));
     assert!(!stderr(&out).contains("running"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_parent_marked_stopped_on_target_by_hand_is_final_for_its_child_and_for_resume() {
+    // Reaching a validation target needs a policy that solves held-out tasks, which the tiny
+    // one does not: the parent's step-2 checkpoint is marked as stopped on target by hand.
+    let dir = tempfile::tempdir().expect("tmp");
+    ok(trainer(dir.path())
+        .args(["run", RECIPE, "--stop-at", "2"])
+        .output()
+        .expect("runs"));
+    let state_path = dir
+        .path()
+        .join("checkpoints/tiny/step-2/trainer_state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&read(state_path.clone())).expect("state");
+    assert_eq!(state["stopped_on_target"], false);
+    state["stopped_on_target"] = true.into();
+    std::fs::write(&state_path, state.to_string()).expect("write state");
+
+    let child = child_recipe(dir.path());
+    let out = ok(trainer(dir.path())
+        .arg("run")
+        .arg(&child)
+        .output()
+        .expect("runs"));
+    assert!(!stderr(&out).contains("running"), "{}", stderr(&out));
+    let child_state: serde_json::Value = serde_json::from_slice(&read(
+        dir.path()
+            .join("checkpoints/child/step-1/trainer_state.json"),
+    ))
+    .expect("state");
+    assert_eq!(child_state["start_model"], "checkpoints/tiny/step-2");
+    assert!(resume(dir.path()).contains("already trained (2 steps)"));
 }
