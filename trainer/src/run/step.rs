@@ -260,7 +260,7 @@ where
     for step in first..max_steps {
         let step_started = Instant::now();
         let done = step + 1;
-        let m = if let Some(gold) = &gold {
+        let mut m = if let Some(gold) = &gold {
             let n = r.sft.per_device_train_batch_size * r.sft.gradient_accumulation_steps;
             let rows = prompts.take(&mut cursor, n);
             let items: Vec<Item<'_>> = rows
@@ -367,7 +367,6 @@ where
             }
             m
         };
-        let mut m = m;
         if let Some(v) = validation.as_ref().filter(|v| v.due(done)) {
             let sandbox = sandbox
                 .as_ref()
