@@ -63,6 +63,18 @@ pub struct FamilyScore {
     pub execution_success: f64,
 }
 
+impl FamilyScore {
+    /// The scores by the names TensorBoard tags use (`accuracy`, `format`, …).
+    pub fn named(&self) -> [(&'static str, f64); 4] {
+        [
+            ("accuracy", self.accuracy),
+            ("format", self.format),
+            ("executions", self.executions),
+            ("execution_success", self.execution_success),
+        ]
+    }
+}
+
 /// `trainer eval`.
 ///
 /// # Errors
@@ -146,12 +158,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .with_context(|| out.display().to_string())?;
     let mut events = FileWriter::new(&eval_dir);
     for (family, s) in &report.families {
-        for (k, v) in [
-            ("accuracy", s.accuracy),
-            ("format", s.format),
-            ("executions", s.executions),
-            ("execution_success", s.execution_success),
-        ] {
+        for (k, v) in s.named() {
             events.add_summary(
                 scalar(&format!("eval/{family}/{k}"), v as f32),
                 state.step as usize,

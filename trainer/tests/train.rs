@@ -309,15 +309,16 @@ fn child_recipe(dir: &Path) -> PathBuf {
     child
 }
 
+/// `trainer run CHILD` in `dir`, which must succeed.
+fn run_child(dir: &Path, child: &Path) -> Output {
+    ok(trainer(dir).arg("run").arg(child).output().expect("runs"))
+}
+
 #[test]
 fn a_chained_recipe_runs_the_one_it_starts_from_first() {
     let dir = tempfile::tempdir().expect("tmp");
     let child = child_recipe(dir.path());
-    let out = ok(trainer(dir.path())
-        .arg("run")
-        .arg(&child)
-        .output()
-        .expect("runs"));
+    let out = run_child(dir.path(), &child);
     let err = stderr(&out);
     assert!(err.contains("running"), "{err}");
     assert!(
@@ -333,11 +334,7 @@ fn a_chained_recipe_runs_the_one_it_starts_from_first() {
     assert_eq!(state["start_model"], "checkpoints/tiny/step-4");
     // Once the parent is there, it is not run again.
     std::fs::remove_dir_all(dir.path().join("checkpoints/child")).expect("rm");
-    let out = ok(trainer(dir.path())
-        .arg("run")
-        .arg(&child)
-        .output()
-        .expect("runs"));
+    let out = run_child(dir.path(), &child);
     assert!(!stderr(&out).contains("running"), "{}", stderr(&out));
 }
 
@@ -360,11 +357,7 @@ fn a_parent_marked_stopped_on_target_by_hand_is_final_for_its_child_and_for_resu
     std::fs::write(&state_path, state.to_string()).expect("write state");
 
     let child = child_recipe(dir.path());
-    let out = ok(trainer(dir.path())
-        .arg("run")
-        .arg(&child)
-        .output()
-        .expect("runs"));
+    let out = run_child(dir.path(), &child);
     assert!(!stderr(&out).contains("running"), "{}", stderr(&out));
     let child_state: serde_json::Value = serde_json::from_slice(&read(
         dir.path()

@@ -162,12 +162,7 @@ impl Scored {
     pub fn scalars(&self) -> BTreeMap<String, f64> {
         let mut m = BTreeMap::new();
         for (family, s) in &self.families {
-            for (k, v) in [
-                ("accuracy", s.accuracy),
-                ("format", s.format),
-                ("executions", s.executions),
-                ("execution_success", s.execution_success),
-            ] {
+            for (k, v) in s.named() {
                 m.insert(format!("validation/{family}/{k}"), v);
             }
         }
