@@ -104,17 +104,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let mut section = tasks_section(&loaded);
     section.dir = args.tasks_dir.as_ref().map_or(tasks_base, |d| cwd.join(d));
     let count = args.count.unwrap_or(r.eval.count);
-    let mut files = Vec::new();
-    for family in &r.eval.families {
-        files.push(sft::generated(
-            &loaded,
-            &section,
-            Split::Heldout,
-            &[*family],
-            count,
-        )?);
-    }
-    let prompts = Prompts::load(&files, r.seed, false)?;
+    let prompts = split_prompts(&loaded, &section, Split::Heldout, count)?;
     let eval_dir = r.logging.dir.join(&r.name).join("eval");
     let images = eval_dir.join(format!("step-{}", state.step));
     std::fs::create_dir_all(&images).with_context(|| images.display().to_string())?;
@@ -172,6 +162,24 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         eval_dir.display()
     );
     Ok(())
+}
+
+/// `count` generated tasks of each of the recipe's `eval.families` in `split` (one file per
+/// family, written under `section.dir` unless already there), in file order.
+///
+/// # Errors
+/// The tasks could not be written or read.
+pub(crate) fn split_prompts(
+    loaded: &Loaded,
+    section: &TasksSection,
+    split: Split,
+    count: usize,
+) -> Result<Prompts> {
+    let mut files = Vec::new();
+    for family in &loaded.recipe.eval.families {
+        files.push(sft::generated(loaded, section, split, &[*family], count)?);
+    }
+    Prompts::load(&files, loaded.recipe.seed, false)
 }
 
 /// The recipe's generator settings (or the defaults when it reads only files).

@@ -372,7 +372,7 @@ where
                 .as_ref()
                 .or(validation_sandbox.as_ref())
                 .ok_or_else(|| anyhow!("validation without a sandbox"))?;
-            let scored = v.score(loaded, &policy, &sampler.ctx, sandbox)?;
+            let scored = v.score(&policy, &sampler.ctx, sandbox)?;
             progress.note(&format!("validation at step {done}: {}", scored.summary()));
             m.extend(scored.scalars());
             stopped_on_target = scored.reached;

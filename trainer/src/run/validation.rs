@@ -20,8 +20,7 @@ use sandbox::Sandbox;
 use tasks::generate::{Family, Split};
 
 use super::data::Prompts;
-use super::sft;
-use crate::eval::{FamilyScore, greedy, score_policy, tasks_section};
+use crate::eval::{FamilyScore, greedy, score_policy, split_prompts, tasks_section};
 use crate::recipe::Loaded;
 use crate::recipe::run::EvalSection;
 
@@ -29,6 +28,10 @@ use crate::recipe::run::EvalSection;
 #[derive(Debug)]
 pub struct Validation {
     prompts: Prompts,
+    /// The run's seed (eval's group ids).
+    seed: u64,
+    /// Generation calls per trajectory.
+    max_rounds: usize,
     rule: Rule,
 }
 
@@ -80,18 +83,10 @@ impl Validation {
             return Ok(None);
         }
         let section = tasks_section(loaded);
-        let mut files = Vec::new();
-        for family in &e.families {
-            files.push(sft::generated(
-                loaded,
-                &section,
-                Split::Validation,
-                &[*family],
-                e.count,
-            )?);
-        }
         Ok(Some(Validation {
-            prompts: Prompts::load(&files, loaded.recipe.seed, false)?,
+            prompts: split_prompts(loaded, &section, Split::Validation, e.count)?,
+            seed: loaded.recipe.seed,
+            max_rounds: e.max_rounds,
             rule: Rule {
                 every: e.steps,
                 from: e.from_step,
@@ -117,7 +112,6 @@ impl Validation {
     /// A prompt that cannot be built.
     pub fn score<B: Backend>(
         &self,
-        loaded: &Loaded,
         model: &Qwen25VL<B>,
         ctx: &Context<'_>,
         sandbox: &Sandbox,
@@ -126,13 +120,12 @@ impl Validation {
         Qwen25VL<B>: Sync,
     {
         let started = Instant::now();
-        let r = &loaded.recipe;
-        let config = greedy(ctx.config.clone(), r.eval.max_rounds);
+        let config = greedy(ctx.config.clone(), self.max_rounds);
         let ctx = Context {
             config: &config,
             ..*ctx
         };
-        let report = score_policy(model, &ctx, sandbox, r.seed, &self.prompts, None)?;
+        let report = score_policy(model, &ctx, sandbox, self.seed, &self.prompts, None)?;
         Ok(Scored {
             reached: self.rule.reached(&report.families),
             families: report.families,
