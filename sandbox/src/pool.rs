@@ -2,8 +2,8 @@
 //! pool of pre-warmed sessions (imports already done) refilled in the background.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crossbeam::channel::{Receiver, Sender, TrySendError, bounded};
@@ -26,6 +26,9 @@ pub(crate) struct Factory {
     pub config: SandboxConfig,
     pub work_root: PathBuf,
     next: AtomicU64,
+    /// The interpreter's linear memory right after the driver and the preload ran in the
+    /// first session: later sessions start from a copy of it instead of running them again.
+    pub(crate) image: OnceLock<Vec<u8>>,
 }
 
 impl Factory {
@@ -93,6 +96,7 @@ impl Sandbox {
             config,
             work_root,
             next: AtomicU64::new(0),
+            image: OnceLock::new(),
         });
         // A warmer blocked in `send` holds one more session: capacity pool_size - 1.
         let (tx, warm) = bounded(pool_size.saturating_sub(1));

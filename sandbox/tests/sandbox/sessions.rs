@@ -76,3 +76,43 @@ fn a_bad_input_image_is_a_clear_error() {
     let err = SANDBOX.session("bad", &[missing]).expect_err("must fail");
     assert!(err.to_string().contains("missing.png"), "{err}");
 }
+
+#[test]
+fn a_session_started_from_the_warm_image_works_like_the_first_and_draws_its_own_randomness() {
+    // No pool: the first session runs the driver and the preload and leaves its memory as the
+    // warm image; the second starts from a copy of it.
+    let sandbox = crate::common::new_sandbox(sandbox::Limits::default(), 0);
+    let dir = scratch();
+    let img = input_image(dir.path(), "in.png");
+    let code = "im = Image.open(image_path)\n\
+                a = np.asarray(im)\n\
+                print(im.size, int((a[..., 0] > 200).sum()))\n\
+                Image.fromarray(255 - a).save('neg.png')\n\
+                open('/tmp/t.txt', 'w').write('x')\n\
+                print(sorted(os.listdir('/input')), os.getcwd(), random.random())";
+    let mut runs = Vec::new();
+    for id in ["cold", "warm-1", "warm-2"] {
+        let mut s = sandbox
+            .session(id, std::slice::from_ref(&img))
+            .expect("session");
+        let run = s.execute(code);
+        assert!(run.error.is_none(), "{id}: {run:#?}");
+        assert_eq!(run.images.len(), 1, "{id}: {run:#?}");
+        let later = s.execute("secret = 1\nprint(open('/tmp/t.txt').read())");
+        assert_eq!(later.stdout.trim(), "x", "{id}: {later:#?}");
+        runs.push(run.stdout);
+    }
+    let head = |s: &str| s.rsplit_once(' ').map(|(h, _)| h.to_string());
+    assert_eq!(
+        head(&runs[0]),
+        Some("(320, 200) 58000\n['in.png'] /output/call_1".to_string())
+    );
+    assert!(runs.iter().all(|r| head(r) == head(&runs[0])), "{runs:#?}");
+    assert!(
+        runs[0] != runs[1] && runs[1] != runs[2],
+        "same random draws: {runs:#?}"
+    );
+    let mut s = sandbox.session("after", &[]).expect("session");
+    let run = s.execute("print(secret)");
+    assert_eq!(run.error.and_then(|e| e.name).as_deref(), Some("NameError"));
+}
