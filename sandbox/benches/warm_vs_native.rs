@@ -63,13 +63,22 @@ fn main() {
         ..SandboxConfig::default()
     })
     .expect("sandbox");
-    let t = Instant::now();
-    let mut s = cold
-        .session("cold", std::slice::from_ref(&input))
-        .expect("session");
-    assert!(s.execute(SNIPPET).error.is_none());
-    let cold_first = t.elapsed();
-    drop((s, cold));
+    // Without the pool every session starts on the caller's thread: the first runs the driver
+    // and the preload, the next ones start from a copy of its memory (the warm image).
+    let mut starts = Vec::new();
+    let mut firsts = Vec::new();
+    for i in 0..=FIRST_CALLS {
+        let t = Instant::now();
+        let mut s = cold
+            .session(&format!("cold{i}"), std::slice::from_ref(&input))
+            .expect("session");
+        starts.push(t.elapsed());
+        assert_eq!(s.execute(SNIPPET).stdout.trim(), expected);
+        firsts.push(t.elapsed());
+    }
+    let (cold_start, cold_first) = (starts[0], firsts[0]);
+    let (image_start, image_first) = (median(&starts[1..]), median(&firsts[1..]));
+    drop(cold);
     let mut session = sandbox
         .session("bench", std::slice::from_ref(&input))
         .expect("session");
@@ -124,8 +133,16 @@ fn main() {
         ms(median(&first_calls))
     );
     println!(
-        "new trajectory, first call, cold session (no pool): {:.1} ms",
+        "no pool, first session (driver + preload): start {:.1} ms, with its first call {:.1} ms",
+        ms(cold_start),
         ms(cold_first)
+    );
+    println!(
+        "no pool, later sessions (from the warm image): start median {:.1} ms, with the first \
+         call {:.1} ms over {FIRST_CALLS}; start ratio {:.1}x",
+        ms(image_start),
+        ms(image_first),
+        cold_start.as_secs_f64() / image_start.as_secs_f64()
     );
     println!(
         "sandbox warm session  median {:.1} ms  (p90 {:.1} ms)",
