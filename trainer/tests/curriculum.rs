@@ -1,7 +1,8 @@
 //! The embedded curriculum's parts end to end: `trainer tasks` writes generated tasks, an SFT
 //! recipe replays their gold turns with the real sandbox (a row whose written output is wrong
 //! is skipped and counted) and lowers its loss, and `trainer eval` scores the checkpoint per
-//! family on the held-out split, writing JSON and TensorBoard.
+//! family on the held-out split, writing JSON and TensorBoard; a run that keeps its best
+//! validation ends on that checkpoint.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -156,5 +157,65 @@ fn sft_replays_gold_turns_and_eval_scores_each_family() {
     assert!(
         !dir.join("recipes/data").exists(),
         "held-out tasks resolved against the recipe's folder twice"
+    );
+}
+
+#[test]
+fn a_run_keeping_its_best_validation_hands_on_that_checkpoint() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    trainer(
+        dir,
+        &["tasks", "--out", "given", "--count", "6", "--seed", "3"],
+    );
+    // Validations at steps 4 and 8 on perception, which SFT on reasoning rows leaves at 0 %:
+    // a tie, so the best stays step 4; rotation keeps one checkpoint besides it.
+    let recipe = SFT
+        .replace("name = \"sft-test\"", "name = \"best-test\"")
+        .replace("save_steps = 0", "save_steps = 2\nsave_total_limit = 1")
+        .replace(
+            "steps = 8\nfrom_step = 8\nstop_at_accuracy = { reasoning = 1.0 }",
+            "families = [\"perception\"]\nsteps = 4\nfrom_step = 4\n\
+             metric_for_best_model = \"perception\"",
+        );
+    assert!(recipe.contains("metric_for_best_model"), "{recipe}");
+    std::fs::create_dir_all(dir.join("recipes")).expect("recipes/");
+    std::fs::write(dir.join("recipes/best.toml"), recipe).expect("recipe");
+
+    let out = trainer(dir, &["run", "recipes/best.toml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("best validation so far: perception 0.0 % at step 4"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("at step 8\n"),
+        "a tie replaced the best: {err}"
+    );
+    let root = dir.join("checkpoints/best-test");
+    let mut kept: Vec<String> = std::fs::read_dir(&root)
+        .expect("checkpoints")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(
+        kept,
+        ["step-4", "step-8"],
+        "the best survives save_total_limit = 1"
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.trim().ends_with("step-4"), "{printed}");
+
+    // Whatever starts from the recipe, or scores it, takes step 4.
+    trainer(dir, &["eval", "recipes/best.toml"]);
+    assert!(dir.join("runs/best-test/eval/step-4.json").is_file());
+    let again = trainer(dir, &["run", "recipes/best.toml", "--resume"]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout)
+            .trim()
+            .ends_with("step-4"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
     );
 }

@@ -253,6 +253,19 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "eval.stop_at_accuracy",
         ),
         (
+            "a best-model family without validations",
+            format!("{BASE}\n[eval]\nmetric_for_best_model = \"reasoning\"\n"),
+            "eval.metric_for_best_model: needs eval.steps",
+        ),
+        (
+            "a best-model family not scored",
+            format!(
+                "{BASE}\n[eval]\nfamilies = [\"reasoning\"]\nsteps = 10\n\
+                 metric_for_best_model = \"perception\"\n"
+            ),
+            "eval.metric_for_best_model: is not one of eval.families",
+        ),
+        (
             "wrong type in logging",
             format!("{BASE}\n[logging]\nprogress_bar = \"yes\"\n"),
             "logging.progress_bar",

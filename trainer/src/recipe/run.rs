@@ -216,6 +216,11 @@ pub struct EvalSection {
     /// (e.g. `{ reasoning = 0.3 }`); that checkpoint is the run's final one, and the step it
     /// stopped at is kept in its state. Empty: run to `max_steps`.
     pub stop_at_accuracy: BTreeMap<tasks::generate::Family, f64>,
+    /// Keep the checkpoint of the best validation accuracy of this family and make it the
+    /// run's final one (HF's `metric_for_best_model` with `load_best_model_at_end`): every
+    /// validation that beats the best so far writes a checkpoint, which rotation never
+    /// removes; `init_from` and `trainer eval RECIPE` then take it. Ties keep the earlier.
+    pub metric_for_best_model: Option<tasks::generate::Family>,
 }
 
 impl Default for EvalSection {
@@ -227,6 +232,7 @@ impl Default for EvalSection {
             steps: 0,
             from_step: 0,
             stop_at_accuracy: BTreeMap::new(),
+            metric_for_best_model: None,
         }
     }
 }
@@ -497,7 +503,8 @@ pub struct Invalid {
 }
 
 impl EvalSection {
-    /// `stop_at_accuracy` needs validations, of families that are scored, at targets in (0, 1].
+    /// `stop_at_accuracy` and `metric_for_best_model` need validations, of families that are
+    /// scored; targets are in (0, 1].
     fn validate(&self) -> Result<(), Invalid> {
         let bad = |key: String, reason: &str| {
             Err(Invalid {
@@ -510,6 +517,18 @@ impl EvalSection {
                 "eval.stop_at_accuracy".into(),
                 "needs eval.steps (how often to score the validation split)",
             );
+        }
+        if let Some(family) = self.metric_for_best_model {
+            let key = "eval.metric_for_best_model".to_string();
+            if self.steps == 0 {
+                return bad(
+                    key,
+                    "needs eval.steps (how often to score the validation split)",
+                );
+            }
+            if !self.families.contains(&family) {
+                return bad(key, "is not one of eval.families");
+            }
         }
         for (family, &target) in &self.stop_at_accuracy {
             let key = format!("eval.stop_at_accuracy.{}", family.name());

@@ -38,6 +38,10 @@ pub struct TrainerState {
     /// (Absent in checkpoints written before the key: false.)
     #[serde(default)]
     pub stopped_on_target: bool,
+    /// The best validation so far under `eval.metric_for_best_model` (HF's
+    /// `load_best_model_at_end`): when the run ends, its checkpoint is the run's final one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<Best>,
     /// The run's seed. Every trajectory's sampling seed derives from (seed, step, prompt,
     /// path), so the seed and the step are the whole RNG state.
     pub seed: u64,
@@ -53,6 +57,15 @@ pub struct TrainerState {
     pub metrics: BTreeMap<String, f64>,
     /// Every other file of the checkpoint and its size in bytes.
     pub files: BTreeMap<String, u64>,
+}
+
+/// The best validation of a run that keeps its best checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    /// The step it was scored at (a checkpoint was written there).
+    pub step: u64,
+    /// The validation accuracy of `eval.metric_for_best_model`'s family.
+    pub accuracy: f64,
 }
 
 /// What a checkpoint holds besides the trainer state.
@@ -207,27 +220,38 @@ impl TrainerState {
     }
 }
 
-/// The newest complete checkpoint under `root` that ends a run of `max_steps` (see
-/// [`TrainerState::is_final`]); unlike [`latest`] it changes nothing on disk, so it is safe
-/// beside a run that is still writing.
+/// The final checkpoint under `root` of a run of `max_steps`: the newest complete one that
+/// ends the run (see [`TrainerState::is_final`]), or, when that run kept its best validation,
+/// the best one's (unless someone removed it). Unlike [`latest`] it changes nothing on disk, so it is safe beside a run
+/// that is still writing.
 pub fn final_in(root: &Path, max_steps: u64) -> Option<PathBuf> {
-    steps(root)
-        .into_iter()
-        .rev()
-        .map(|step| step_dir(root, step))
-        .find(|dir| verify(dir).is_ok_and(|s| s.is_final(max_steps)))
+    let (dir, state) = steps(root).into_iter().rev().find_map(|step| {
+        let dir = step_dir(root, step);
+        verify(&dir)
+            .ok()
+            .filter(|s| s.is_final(max_steps))
+            .map(|s| (dir, s))
+    })?;
+    match state.best {
+        Some(best) if verify(&step_dir(root, best.step)).is_ok() => Some(step_dir(root, best.step)),
+        _ => Some(dir),
+    }
 }
 
-/// Remove all but the newest `keep` checkpoints (0 keeps all).
+/// Remove all but the newest `keep` checkpoints (0 keeps all), never the one at step `spare`
+/// (the best so far: HF's rotation keeps it too).
 ///
 /// # Errors
 /// A directory that cannot be removed.
-pub fn prune(root: &Path, keep: usize) -> Result<()> {
+pub fn prune(root: &Path, keep: usize, spare: Option<u64>) -> Result<()> {
     let all = steps(root);
     if keep == 0 || all.len() <= keep {
         return Ok(());
     }
     for step in &all[..all.len() - keep] {
+        if Some(*step) == spare {
+            continue;
+        }
         let dir = step_dir(root, *step);
         std::fs::remove_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
     }
@@ -291,6 +315,7 @@ mod tests {
             step,
             max_steps,
             stopped_on_target,
+            best: None,
             seed: 0,
             schedule: Schedule::default(),
             optimizer_steps: step,
@@ -333,5 +358,49 @@ mod tests {
             .remove("stopped_on_target");
         let read: TrainerState = serde_json::from_value(old).expect("reads");
         assert!(!read.stopped_on_target && !read.is_final(9) && read.is_final(3));
+    }
+
+    #[test]
+    fn a_run_that_keeps_its_best_ends_on_the_best_checkpoint_and_never_prunes_it() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let root = tmp.path();
+        for step in [100, 110, 120, 130] {
+            write_state(root, step, 140, false);
+        }
+        let mut last = state(140, 140, false);
+        last.best = Some(Best {
+            step: 120,
+            accuracy: 0.45,
+        });
+        let dir = step_dir(root, 140);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let text = serde_json::to_string(&last).expect("json");
+        std::fs::write(dir.join(STATE), text).expect("state");
+        prune(root, 2, Some(120)).expect("prune");
+        assert_eq!(
+            steps(root),
+            vec![120, 130, 140],
+            "the best survives the rotation"
+        );
+        assert_eq!(final_in(root, 140), Some(step_dir(root, 120)));
+        // The best is the last step itself, or its directory is gone: the last step.
+        last.best = Some(Best {
+            step: 140,
+            accuracy: 0.5,
+        });
+        std::fs::write(dir.join(STATE), serde_json::to_string(&last).expect("json"))
+            .expect("state");
+        assert_eq!(final_in(root, 140), Some(step_dir(root, 140)));
+        last.best = Some(Best {
+            step: 110,
+            accuracy: 0.5,
+        });
+        std::fs::write(dir.join(STATE), serde_json::to_string(&last).expect("json"))
+            .expect("state");
+        assert_eq!(
+            final_in(root, 140),
+            Some(dir),
+            "the best one was removed: the last"
+        );
     }
 }

@@ -58,7 +58,7 @@ where
     if let Some((dir, state)) = &resumed {
         if state.is_final(max_steps) {
             eprintln!("{}: already trained ({} steps)", shown(dir), state.step);
-            return Ok(dir.clone());
+            return Ok(checkpoint::final_in(&root, max_steps).unwrap_or_else(|| dir.clone()));
         }
         eprintln!("resuming from {} (step {})", shown(dir), state.step);
     }
@@ -257,6 +257,7 @@ where
     let mut bad_rows = 0;
     let mut last_step = first;
     let mut stopped_on_target = false;
+    let mut best = resumed.as_ref().and_then(|(_, s)| s.best);
     for step in first..max_steps {
         let step_started = Instant::now();
         let done = step + 1;
@@ -367,6 +368,7 @@ where
             }
             m
         };
+        let mut new_best = None;
         if let Some(v) = validation.as_ref().filter(|v| v.due(done)) {
             let sandbox = sandbox
                 .as_ref()
@@ -376,6 +378,11 @@ where
             progress.note(&format!("validation at step {done}: {}", scored.summary()));
             m.extend(scored.scalars());
             stopped_on_target = scored.reached;
+            new_best = v.improves(&scored, done, best);
+            if let Some(b) = new_best {
+                progress.note(&format!("best validation so far: {}", v.describe_best(b)));
+                best = new_best;
+            }
         }
         last_step = done;
         log.scalars(done, &m)?;
@@ -388,6 +395,7 @@ where
         let stop = options.stop_at == Some(done);
         if stop
             || stopped_on_target
+            || new_best.is_some()
             || done == max_steps
             || (save_every > 0 && done % save_every == 0)
         {
@@ -397,6 +405,7 @@ where
                 step: done,
                 max_steps,
                 stopped_on_target,
+                best,
                 seed: r.seed,
                 schedule: o.schedule(),
                 optimizer_steps: learner.optimizer().steps(),
@@ -414,7 +423,7 @@ where
                 recipe: &loaded.text,
             };
             let dir = checkpoint::save(&root, &contents, state)?;
-            checkpoint::prune(&root, r.checkpoints.save_total_limit)?;
+            checkpoint::prune(&root, r.checkpoints.save_total_limit, best.map(|b| b.step))?;
             checkpoint_s = t.elapsed().as_secs_f64();
             progress.note(&format!("checkpoint {}", shown(&dir)));
             last_checkpoint = Some(dir);
@@ -465,7 +474,14 @@ where
     }
     rows.push(("bad data rows skipped", format!("{}", skipped + bad_rows)));
     rows.push(("TensorBoard", shown(log.dir())));
-    let done = last_checkpoint.ok_or_else(|| anyhow!("no checkpoint was written"))?;
+    let mut done = last_checkpoint.ok_or_else(|| anyhow!("no checkpoint was written"))?;
+    if let Some((v, b)) = validation.as_ref().zip(best) {
+        // The run's end (not a --stop-at) hands on its best checkpoint.
+        if stopped_on_target || last_step == max_steps {
+            done = checkpoint::step_dir(&root, b.step);
+        }
+        rows.push(("best validation", v.describe_best(b)));
+    }
     rows.push(("checkpoint", shown(&done)));
     progress.finish(&rows);
     Ok(done)

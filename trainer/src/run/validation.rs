@@ -3,7 +3,9 @@
 //! `trainer eval`'s rules (greedy, ≤ `max_rounds` rounds, the sandbox on), the scores go to the
 //! run's TensorBoard as `validation/<family>/…`, and with `stop_at_accuracy` the run ends at the
 //! first validation that reaches every listed family's target (HF's `eval_steps` with an
-//! early-stopping rule that is a target rather than a patience).
+//! early-stopping rule that is a target rather than a patience). With `metric_for_best_model`
+//! the run keeps the checkpoint of its best validation and ends on it (HF's
+//! `load_best_model_at_end`).
 //!
 //! The validation split is its own stream of tasks, disjoint from the training split and from
 //! the held-out split that `trainer eval` reports, so choosing where a stage stops does not
@@ -19,6 +21,7 @@ use rollout::Context;
 use sandbox::Sandbox;
 use tasks::generate::{Family, Split};
 
+use super::checkpoint::Best;
 use super::data::Prompts;
 use crate::eval::{FamilyScore, greedy, score_policy, split_prompts, tasks_section};
 use crate::recipe::Loaded;
@@ -41,9 +44,23 @@ struct Rule {
     every: u64,
     from: u64,
     targets: BTreeMap<Family, f64>,
+    /// The family whose accuracy picks the best checkpoint.
+    best_of: Option<Family>,
 }
 
 impl Rule {
+    /// See [`Validation::improves`].
+    fn improves(
+        &self,
+        families: &BTreeMap<String, FamilyScore>,
+        step: u64,
+        best: Option<Best>,
+    ) -> Option<Best> {
+        let accuracy = families.get(self.best_of?.name())?.accuracy;
+        best.is_none_or(|b| accuracy > b.accuracy + 1e-9)
+            .then_some(Best { step, accuracy })
+    }
+
     /// Whether to score after step `done`.
     fn due(&self, done: u64) -> bool {
         done >= self.from && done.is_multiple_of(self.every)
@@ -91,6 +108,7 @@ impl Validation {
                 every: e.steps,
                 from: e.from_step,
                 targets: e.stop_at_accuracy.clone(),
+                best_of: e.metric_for_best_model,
             },
         }))
     }
@@ -131,6 +149,22 @@ impl Validation {
             families: report.families,
             seconds: started.elapsed().as_secs_f64(),
         })
+    }
+
+    /// The new best when `scored`, taken at step `step`, beats `best` (strictly: a tie keeps
+    /// the earlier, as HF does); `None` when it does not or the run keeps no best.
+    pub fn improves(&self, scored: &Scored, step: u64, best: Option<Best>) -> Option<Best> {
+        self.rule.improves(&scored.families, step, best)
+    }
+
+    /// `reasoning 48.3 % at step 120`.
+    pub fn describe_best(&self, best: Best) -> String {
+        let family = self.rule.best_of.map_or("", Family::name);
+        format!(
+            "{family} {:.1} % at step {}",
+            100.0 * best.accuracy,
+            best.step
+        )
     }
 
     /// Whether the run stops on a target.
@@ -189,6 +223,7 @@ mod tests {
             every: 25,
             from: 400,
             targets: targets.iter().copied().collect(),
+            best_of: None,
         }
     }
 
@@ -206,6 +241,26 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn the_best_is_replaced_only_by_a_strictly_better_validation() {
+        let v = Rule {
+            best_of: Some(Family::Reasoning),
+            ..rule(&[])
+        };
+        let at = |a: f64| scores(&[("reasoning", a)]);
+        let first = v.improves(&at(0.40), 100, None);
+        assert_eq!(first.map(|b| b.step), Some(100));
+        let better = v.improves(&at(0.45), 120, first);
+        assert_eq!(better.map(|b| (b.step, b.accuracy)), Some((120, 0.45)));
+        assert_eq!(
+            v.improves(&at(0.45), 140, better),
+            None,
+            "a tie keeps step 120"
+        );
+        assert_eq!(v.improves(&at(0.30), 160, better), None);
+        assert_eq!(rule(&[]).improves(&at(0.9), 10, None), None, "no best kept");
     }
 
     #[test]
