@@ -222,8 +222,8 @@ impl TrainerState {
 
 /// The final checkpoint under `root` of a run of `max_steps`: the newest complete one that
 /// ends the run (see [`TrainerState::is_final`]), or, when that run kept its best validation,
-/// the best one's (unless someone removed it). Unlike [`latest`] it changes nothing on disk, so it is safe beside a run
-/// that is still writing.
+/// the best one's (unless someone removed it). Unlike [`latest`] it changes nothing on disk,
+/// so it is safe beside a run that is still writing.
 pub fn final_in(root: &Path, max_steps: u64) -> Option<PathBuf> {
     let (dir, state) = steps(root).into_iter().rev().find_map(|step| {
         let dir = step_dir(root, step);
@@ -367,15 +367,19 @@ mod tests {
         for step in [100, 110, 120, 130] {
             write_state(root, step, 140, false);
         }
-        let mut last = state(140, 140, false);
-        last.best = Some(Best {
-            step: 120,
-            accuracy: 0.45,
-        });
-        let dir = step_dir(root, 140);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let text = serde_json::to_string(&last).expect("json");
-        std::fs::write(dir.join(STATE), text).expect("state");
+        // The run's last checkpoint, naming `best` as the best validation's step.
+        let last = step_dir(root, 140);
+        std::fs::create_dir_all(&last).expect("dir");
+        let ends_with_best = |best: u64| {
+            let mut s = state(140, 140, false);
+            s.best = Some(Best {
+                step: best,
+                accuracy: 0.45,
+            });
+            let text = serde_json::to_string(&s).expect("json");
+            std::fs::write(last.join(STATE), text).expect("state");
+        };
+        ends_with_best(120);
         prune(root, 2, Some(120)).expect("prune");
         assert_eq!(
             steps(root),
@@ -383,23 +387,16 @@ mod tests {
             "the best survives the rotation"
         );
         assert_eq!(final_in(root, 140), Some(step_dir(root, 120)));
-        // The best is the last step itself, or its directory is gone: the last step.
-        last.best = Some(Best {
-            step: 140,
-            accuracy: 0.5,
-        });
-        std::fs::write(dir.join(STATE), serde_json::to_string(&last).expect("json"))
-            .expect("state");
-        assert_eq!(final_in(root, 140), Some(step_dir(root, 140)));
-        last.best = Some(Best {
-            step: 110,
-            accuracy: 0.5,
-        });
-        std::fs::write(dir.join(STATE), serde_json::to_string(&last).expect("json"))
-            .expect("state");
+        ends_with_best(140);
         assert_eq!(
             final_in(root, 140),
-            Some(dir),
+            Some(last.clone()),
+            "the best is the last"
+        );
+        ends_with_best(110);
+        assert_eq!(
+            final_in(root, 140),
+            Some(last.clone()),
             "the best one was removed: the last"
         );
     }

@@ -476,11 +476,11 @@ where
     rows.push(("TensorBoard", shown(log.dir())));
     let mut done = last_checkpoint.ok_or_else(|| anyhow!("no checkpoint was written"))?;
     if let Some((v, b)) = validation.as_ref().zip(best) {
-        // The run's end (not a --stop-at) hands on its best checkpoint.
-        if stopped_on_target || last_step == max_steps {
-            done = checkpoint::step_dir(&root, b.step);
-        }
         rows.push(("best validation", v.describe_best(b)));
+    }
+    // The run's end (not a --stop-at) hands on its final checkpoint: the best one, if kept.
+    if stopped_on_target || last_step == max_steps {
+        done = checkpoint::final_in(&root, max_steps).unwrap_or(done);
     }
     rows.push(("checkpoint", shown(&done)));
     progress.finish(&rows);
