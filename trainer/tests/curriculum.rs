@@ -21,6 +21,16 @@ fn trainer(dir: &Path, args: &[&str]) -> Output {
     out
 }
 
+/// A temporary directory holding `given/tasks.jsonl`: 6 generated tasks per family.
+fn with_tasks() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    trainer(
+        tmp.path(),
+        &["tasks", "--out", "given", "--count", "6", "--seed", "3"],
+    );
+    tmp
+}
+
 const SFT: &str = r#"
 name = "sft-test"
 stage = "sft"
@@ -52,12 +62,8 @@ stop_at_accuracy = { reasoning = 1.0 }
 
 #[test]
 fn sft_replays_gold_turns_and_eval_scores_each_family() {
-    let tmp = tempfile::tempdir().expect("temp dir");
+    let tmp = with_tasks();
     let dir = tmp.path();
-    trainer(
-        dir,
-        &["tasks", "--out", "given", "--count", "6", "--seed", "3"],
-    );
     // Break one row: its gold turn claims an output the code does not print.
     let jsonl = dir.join("given/tasks.jsonl");
     let text = std::fs::read_to_string(&jsonl).expect("jsonl");
@@ -162,12 +168,8 @@ fn sft_replays_gold_turns_and_eval_scores_each_family() {
 
 #[test]
 fn a_run_keeping_its_best_validation_hands_on_that_checkpoint() {
-    let tmp = tempfile::tempdir().expect("temp dir");
+    let tmp = with_tasks();
     let dir = tmp.path();
-    trainer(
-        dir,
-        &["tasks", "--out", "given", "--count", "6", "--seed", "3"],
-    );
     // Validations at steps 4 and 8 on perception, which SFT on reasoning rows leaves at 0 %:
     // a tie, so the best stays step 4; rotation keeps one checkpoint besides it.
     let recipe = SFT

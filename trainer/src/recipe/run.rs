@@ -502,6 +502,9 @@ pub struct Invalid {
     pub reason: String,
 }
 
+/// Why a key that acts on validations is refused without them.
+const NEEDS_STEPS: &str = "needs eval.steps (how often to score the validation split)";
+
 impl EvalSection {
     /// `stop_at_accuracy` and `metric_for_best_model` need validations, of families that are
     /// scored; targets are in (0, 1].
@@ -513,18 +516,12 @@ impl EvalSection {
             })
         };
         if !self.stop_at_accuracy.is_empty() && self.steps == 0 {
-            return bad(
-                "eval.stop_at_accuracy".into(),
-                "needs eval.steps (how often to score the validation split)",
-            );
+            return bad("eval.stop_at_accuracy".into(), NEEDS_STEPS);
         }
         if let Some(family) = self.metric_for_best_model {
             let key = "eval.metric_for_best_model".to_string();
             if self.steps == 0 {
-                return bad(
-                    key,
-                    "needs eval.steps (how often to score the validation split)",
-                );
+                return bad(key, NEEDS_STEPS);
             }
             if !self.families.contains(&family) {
                 return bad(key, "is not one of eval.families");
