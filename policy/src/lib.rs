@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod device;
 pub mod generate;
 pub mod model;
 pub mod positions;
@@ -16,7 +17,8 @@ pub mod weights;
 
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use config::{ConfigError, ModelConfig, TextConfig, TokenIds, VisionConfig};
-pub use model::{ForwardError, ImageTokens, KvCache, Qwen25VL, Row, token_logprobs};
+pub use device::{Device, DeviceError, OnBackend};
+pub use model::{ForwardError, ImageTokens, KvCache, QueryGrouping, Qwen25VL, Row, token_logprobs};
 pub use positions::{PositionIds, Positions};
 pub use processor::{ImageError, PreparedImage, ProcessorConfig, prepare, smart_resize};
 pub use tokenizer::{ChatTokenizer, Message, Part, Role, TextStream};

@@ -55,8 +55,24 @@ impl GroupId {
 pub enum Overlap {
     /// On the decoding thread: the batch waits for each call.
     Serial,
-    /// On this many worker threads, while the batch goes on decoding.
+    /// On this many worker threads, while the batch goes on decoding; the splice forwards
+    /// too (CPU: the cores are shared anyway).
     Workers(usize),
+    /// Sandbox calls on this many worker threads; every model forward (splices, rewinds of
+    /// the cache) on the decoding thread. For a GPU: cubecl's memory pools are per stream and
+    /// its streams per thread, so device work from several threads fragments memory.
+    SandboxWorkers(usize),
+}
+
+impl Overlap {
+    /// `workers` threads for sandbox calls (0: serial), placed as `device` needs.
+    pub fn new(workers: usize, device: policy::Device) -> Overlap {
+        match (workers, device) {
+            (0, _) => Overlap::Serial,
+            (n, policy::Device::Cpu) => Overlap::Workers(n),
+            (n, policy::Device::Cuda) => Overlap::SandboxWorkers(n),
+        }
+    }
 }
 
 /// The sandbox a group's paths use.
@@ -84,10 +100,27 @@ struct Away<'c, B: Backend> {
 
 /// What comes back from a worker.
 enum Back<'c, B: Backend> {
-    /// Ready to rejoin (or finished, with its cache dropped).
+    /// Ready to rejoin (or finished, with its cache dropped), or with work left to do.
     Member(Box<Away<'c, B>>),
     /// The work panicked: the path is lost.
     Lost(usize, String),
+}
+
+impl<'c, B: Backend> Back<'c, B> {
+    fn away(a: Away<'c, B>) -> Self {
+        Back::Member(Box::new(a))
+    }
+}
+
+impl Member<'_> {
+    /// Its next action is decoding in the batch (one token) or nothing (finished).
+    fn ready(&self) -> bool {
+        match &self.action {
+            Action::Feed(tokens, images) => tokens.len() == 1 && images.is_empty(),
+            Action::Done => true,
+            Action::Run(_) | Action::Rewind(_) => false,
+        }
+    }
 }
 
 /// Run `size` paths from `prompt`, path `g` seeded by [`trajectory_seed`]. Results are in path
@@ -158,49 +191,86 @@ where
         out: (0..size).map(|_| None).collect(),
     };
     let session_name = |index: usize| id.session_name(index);
-    let work = |away: Away<'c, B>| off_batch(model, tools, &session_name, away);
-    match overlap {
-        Overlap::Serial => batch.decode(|away| Some(guarded(&work, away)), None),
-        Overlap::Workers(n) => {
-            let (jobs, job_rx) = channel::unbounded::<Away<'c, B>>();
-            let (done_tx, done_rx) = channel::unbounded();
-            std::thread::scope(|scope| {
-                for _ in 0..n.clamp(1, size.max(1)) {
-                    let (job_rx, done_tx, work) = (job_rx.clone(), done_tx.clone(), &work);
-                    scope.spawn(move || {
-                        for away in job_rx {
-                            if done_tx.send(guarded(work, away)).is_err() {
-                                break;
-                            }
-                        }
-                    });
+    let sandbox = Some((tools, &session_name as &(dyn Fn(usize) -> String + Sync)));
+    let work = |away: Away<'c, B>| off_batch(Some(model), sandbox, away);
+    // Split work: the workers' part (sandbox calls only) and the decoding thread's (forwards).
+    let sandbox_part = |away: Away<'c, B>| off_batch(None, sandbox, away);
+    let model_part = |away: Away<'c, B>| off_batch(Some(model), None, away);
+    let (n, split) = match overlap {
+        Overlap::Serial => {
+            batch.decode(|away| Some(guarded(&work, away)), None);
+            return batch.finish();
+        }
+        Overlap::Workers(n) => (n, false),
+        Overlap::SandboxWorkers(n) => (n, true),
+    };
+    let (jobs, job_rx) = channel::unbounded::<Away<'c, B>>();
+    let (done_tx, done_rx) = channel::unbounded();
+    std::thread::scope(|scope| {
+        for _ in 0..n.clamp(1, size.max(1)) {
+            let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
+            let (work, sandbox_part) = (&work, &sandbox_part);
+            scope.spawn(move || {
+                for away in job_rx {
+                    let back = if split {
+                        guarded(sandbox_part, away)
+                    } else {
+                        guarded(work, away)
+                    };
+                    if done_tx.send(back).is_err() {
+                        break;
+                    }
                 }
-                drop(done_tx);
-                let send = |away: Away<'c, B>| match jobs.send(away) {
-                    Ok(()) => None,
-                    // No worker is left: do the work here.
-                    Err(e) => Some(guarded(&work, e.into_inner())),
-                };
-                batch.decode(send, Some(&done_rx));
-                drop(jobs);
             });
         }
-    }
+        drop(done_tx);
+        let send = |away: Away<'c, B>| {
+            let away = if split {
+                match guarded(&model_part, away) {
+                    Back::Member(a) if matches!(a.member.action, Action::Run(_)) => *a,
+                    back => return Some(back),
+                }
+            } else {
+                away
+            };
+            match jobs.send(away) {
+                Ok(()) => None,
+                // No worker is left: do the work here.
+                Err(e) => Some(guarded(&work, e.into_inner())),
+            }
+        };
+        batch.decode(send, Some(&done_rx));
+        drop(jobs);
+    });
     batch.finish()
 }
 
 /// Do what a path out of the batch needs until it can rejoin (its next action is one token
-/// to feed) or it is finished: sandbox calls, splice forwards, rewinds.
+/// to feed) or it is finished: sandbox calls, splice forwards, rewinds. Without `model` it
+/// stops at the first forward or rewind (device work); without `sandbox`, at the first call.
 fn off_batch<'c, B: Backend>(
-    model: &Qwen25VL<B>,
-    tools: Tools<'_>,
-    session_name: &dyn Fn(usize) -> String,
+    model: Option<&Qwen25VL<B>>,
+    sandbox: Option<(Tools<'_>, &(dyn Fn(usize) -> String + Sync))>,
     mut away: Away<'c, B>,
 ) -> Away<'c, B> {
     let m = &mut away.member;
     loop {
+        let stop = match &m.action {
+            Action::Run(_) => sandbox.is_none(),
+            Action::Rewind(_) => model.is_none(),
+            Action::Feed(tokens, images) => {
+                model.is_none() || (tokens.len() == 1 && images.is_empty())
+            }
+            Action::Done => true,
+        };
+        if stop {
+            return away;
+        }
         m.action = match std::mem::replace(&mut m.action, Action::Done) {
             Action::Run(code) => {
+                let Some((tools, session_name)) = sandbox else {
+                    unreachable!("stopped above")
+                };
                 if m.session.is_none()
                     && let Some(sandbox) = tools.sandbox
                 {
@@ -214,7 +284,10 @@ fn off_batch<'c, B: Backend>(
                 }
                 m.path.spliced(execute(code, m.session.as_mut()))
             }
-            Action::Feed(tokens, images) if tokens.len() > 1 || !images.is_empty() => {
+            Action::Feed(tokens, images) => {
+                let Some(model) = model else {
+                    unreachable!("stopped above")
+                };
                 match feed(model, &mut away.cache, &tokens, &images) {
                     Ok(logits) => m.path.next(logits),
                     Err(e) => m.path.fail(e),
@@ -224,10 +297,7 @@ fn off_batch<'c, B: Backend>(
                 away.cache.rewind(0, keep);
                 m.path.resume()
             }
-            action @ (Action::Feed(..) | Action::Done) => {
-                m.action = action;
-                return away;
-            }
+            Action::Done => Action::Done,
         };
     }
 }
@@ -272,23 +342,30 @@ impl<'c, B: Backend> Batch<'c, '_, B> {
         let mut away = 0usize;
         let mut back: Vec<Back<'c, B>> = Vec::new();
         loop {
-            for leaving in self.settle() {
-                match send(leaving) {
-                    Some(b) => back.push(b),
-                    None => away += 1,
-                }
-            }
+            let mut incoming: Vec<Back<'c, B>> =
+                self.settle().into_iter().map(Back::away).collect();
             if let Some(rx) = returns {
-                back.extend(rx.try_iter().inspect(|_| away -= 1));
+                incoming.extend(rx.try_iter().inspect(|_| away -= 1));
             }
-            if self.members.is_empty() && back.is_empty() {
+            if self.members.is_empty() && back.is_empty() && incoming.is_empty() {
                 match returns.filter(|_| away > 0).and_then(|rx| rx.recv().ok()) {
                     Some(b) => {
                         away -= 1;
-                        back.push(b);
+                        incoming.push(b);
                     }
                     // Nothing left (or the workers are gone: their paths count as lost).
                     None => return,
+                }
+            }
+            // Paths leaving, and paths back from a worker with work left for this thread
+            // (`SandboxWorkers`: the forward after a sandbox call), go to `send`.
+            for b in incoming {
+                match b {
+                    Back::Member(a) if !a.member.ready() => match send(*a) {
+                        Some(b) => back.push(b),
+                        None => away += 1,
+                    },
+                    b => back.push(b),
                 }
             }
             if back.is_empty() {

@@ -5,8 +5,10 @@
 
 mod common;
 
+use burn::backend::Flex;
 use common::{SANDBOX, TINY, logprob_gap, prompt, tiny_ctx};
 use policy::rng::Rng;
+use policy::{QueryGrouping, Qwen25VL};
 use rollout::trajectory;
 use rollout::{
     Context, Finish, GroupId, Overlap, Path, PolicyDecoder, RolloutConfig, StopStrings, Tools,
@@ -93,11 +95,44 @@ fn overlapped_serial_and_alone_give_the_same_trajectories() {
 /// equal one fresh full forward over the final sequence.
 #[test]
 fn splices_are_exact_and_logprobs_match_a_fresh_forward() {
-    let (model, tok, _, _) = &*TINY;
+    let (model, _, _, _) = &*TINY;
+    splices_exact(model, Overlap::Workers(2));
+}
+
+/// The same on the GPU's arrangement, run on the CPU: sandbox calls on workers, every forward
+/// on the decoding thread, query heads grouped against shared K/V heads in cached attention.
+#[test]
+fn the_gpu_arrangement_splices_exactly_with_logprobs_matching_a_fresh_forward() {
+    let (model, _, _, _) = &*TINY;
+    let model = model.clone().with_query_grouping(QueryGrouping::SharedKv);
+    splices_exact(&model, Overlap::SandboxWorkers(2));
+}
+
+/// Sandbox calls on workers with the forwards after them on the decoding thread give the
+/// trajectories the serial batch gives, bit for bit.
+#[test]
+fn forwards_kept_on_the_decoding_thread_give_the_serial_trajectories() {
     let config = config();
     let stops = StopStrings::thyme();
     let ctx = tiny_ctx(&config, &stops);
-    let group = group(&ctx, Overlap::Workers(2));
+    let split = group(&ctx, Overlap::SandboxWorkers(2));
+    let serial = group(&ctx, Overlap::Serial);
+    for (g, (a, b)) in split.iter().zip(&serial).enumerate() {
+        assert_eq!(
+            (&a.tokens, &a.logprobs),
+            (&b.tokens, &b.logprobs),
+            "path {g}"
+        );
+        assert_eq!(a.finish, b.finish);
+    }
+}
+
+fn splices_exact(model: &Qwen25VL<Flex>, overlap: Overlap) {
+    let (_, tok, _, _) = &*TINY;
+    let config = config();
+    let stops = StopStrings::thyme();
+    let ctx = tiny_ctx(&config, &stops);
+    let group = run_paths(model, &prompt(tok), tools(), ID, paths(&ctx), overlap);
     assert!(matches!(&group[0].blocks[0].output, SandboxOutput::Images(v) if v.len() == 1));
     assert_eq!(group[0].images.len(), 1);
     assert_eq!(group[1].blocks[0].output, SandboxOutput::Text("42".into()));

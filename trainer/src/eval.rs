@@ -10,10 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow};
-use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use policy::{Checkpoint, Qwen25VL};
+use policy::{Checkpoint, OnBackend, Qwen25VL};
 use rollout::{
     Context, GroupId, Overlap, RolloutConfig, StopStrings, Tools, Trajectory, run_group,
 };
@@ -46,6 +45,9 @@ pub struct EvalArgs {
     /// The JSON report (default: `runs/<name>/eval/step-<N>.json`).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// `cpu` or `cuda` (default: the recipe's `policy.device`).
+    #[arg(long)]
+    device: Option<policy::Device>,
 }
 
 /// One family's scores.
@@ -108,7 +110,16 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let eval_dir = r.logging.dir.join(&r.name).join("eval");
     let images = eval_dir.join(format!("step-{}", state.step));
     std::fs::create_dir_all(&images).with_context(|| images.display().to_string())?;
-    let report = score::<Flex>(&loaded, &ckpt_dir, &prompts, &images, &Default::default())?;
+    let device = args.device.unwrap_or(r.policy.device);
+    let work = Score {
+        loaded: &loaded,
+        dir: &ckpt_dir,
+        prompts: &prompts,
+        images: &images,
+    };
+    let report = device
+        .run(work)
+        .with_context(|| format!("{}: --device {device}", loaded.path.display()))??;
 
     println!(
         "{} (step {}) on {} held-out tasks per family — greedy, ≤ {} rounds",
@@ -212,6 +223,26 @@ pub(crate) fn greedy(mut config: RolloutConfig, max_rounds: usize) -> RolloutCon
     config.sampling.repetition_penalty = 1.0;
     config.max_rounds = max_rounds;
     config
+}
+
+/// [`score`] on the backend a [`policy::Device`] names.
+#[derive(Debug)]
+struct Score<'a> {
+    loaded: &'a Loaded,
+    dir: &'a Path,
+    prompts: &'a Prompts,
+    images: &'a Path,
+}
+
+impl OnBackend for Score<'_> {
+    type Output = Result<Report>;
+
+    fn run<B: Backend>(self, device: &B::Device) -> Result<Report>
+    where
+        Qwen25VL<B>: Sync,
+    {
+        score::<B>(self.loaded, self.dir, self.prompts, self.images, device)
+    }
 }
 
 /// Roll out every held-out task greedily with the checkpoint and grade it.

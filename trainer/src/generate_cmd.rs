@@ -34,7 +34,7 @@ pub struct GenerateArgs {
     /// `cpu` (burn's flex backend) or `cuda` (a build with `--features cuda` and an NVIDIA
     /// driver).
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: policy::Device,
 }
 
 /// Arguments of `trainer export`.
@@ -79,13 +79,21 @@ pub(crate) fn open_image(
 
 /// Run it on the backend `--device` names.
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    match args.device.as_str() {
-        "cpu" => generate::<burn::backend::Flex>(args, &Default::default()),
-        #[cfg(feature = "cuda")]
-        "cuda" => generate::<burn::backend::Cuda>(args, &Default::default()),
-        #[cfg(not(feature = "cuda"))]
-        "cuda" => anyhow::bail!("--device cuda: this trainer was built without `--features cuda`"),
-        other => anyhow::bail!("--device {other:?}: expected cpu or cuda"),
+    args.device.run(Generate(args))?
+}
+
+/// [`generate`] as work for a [`policy::Device`].
+#[derive(Debug)]
+struct Generate<'a>(&'a GenerateArgs);
+
+impl policy::OnBackend for Generate<'_> {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, device: &B::Device) -> Result<()>
+    where
+        policy::Qwen25VL<B>: Sync,
+    {
+        generate::<B>(self.0, device)
     }
 }
 

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use burn::backend::Flex;
+use burn::tensor::backend::Backend;
 use clap::Args;
-use policy::Checkpoint;
+use policy::{Checkpoint, OnBackend, Qwen25VL};
 use rollout::prompt::{PromptImage, messages};
 use rollout::{
     Context, Finish, GroupId, Overlap, Prompt, RolloutConfig, StopStrings, Tools, run_paths,
@@ -47,15 +47,40 @@ pub struct RolloutArgs {
     /// a code block, to watch a small policy's turn go through the sandbox); sampling follows.
     #[arg(long)]
     opening: Option<PathBuf>,
+    /// `cpu` or `cuda`.
+    #[arg(long, default_value = "cpu")]
+    device: policy::Device,
 }
 
 /// Run it.
 pub fn run(args: &RolloutArgs) -> Result<()> {
     anyhow::ensure!(args.group > 0, "--group must be at least 1");
+    args.device.run(Rollout(args))?
+}
+
+/// [`rollout`] as work for a [`policy::Device`].
+#[derive(Debug)]
+struct Rollout<'a>(&'a RolloutArgs);
+
+impl OnBackend for Rollout<'_> {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, device: &B::Device) -> Result<()>
+    where
+        Qwen25VL<B>: Sync,
+    {
+        rollout::<B>(self.0, device)
+    }
+}
+
+fn rollout<B: Backend>(args: &RolloutArgs, device: &B::Device) -> Result<()>
+where
+    Qwen25VL<B>: Sync,
+{
     let ckpt = Checkpoint::load(&args.model)?;
     let processor = ckpt.processor.clone();
     let eos = ckpt.config.tokens.eos.clone();
-    let (model, tokenizer, _) = ckpt.build::<Flex>(&Default::default())?;
+    let (model, tokenizer, _) = ckpt.build::<B>(device)?;
     let mut prepared = Vec::new();
     let mut shown = Vec::new();
     for path in &args.images {
@@ -113,10 +138,7 @@ pub fn run(args: &RolloutArgs) -> Result<()> {
         sandbox: Some(&sandbox),
         inputs: &args.images,
     };
-    let overlap = match args.sandbox_workers {
-        0 => Overlap::Serial,
-        n => Overlap::Workers(n),
-    };
+    let overlap = Overlap::new(args.sandbox_workers, args.device);
     let group = run_paths(&model, &prompt, tools, id, paths, overlap);
     let seconds = started.elapsed().as_secs_f64();
     let trace = rollout::trace::append_group(&args.out, id, &group, &tokenizer)

@@ -3,12 +3,19 @@
 //! appears when rows are stacked from caches of different lengths (a rollout path rejoining the
 //! decode batch after its sandbox result was spliced in) and when a row drops its last tokens
 //! (a chunk refused by the repetition guard); columns that are padding in every row are dropped.
+//!
+//! Each layer's keys and values live in buffers with room to spare: a step writes its tokens
+//! into them in place, and only a buffer that is full is copied into a larger one (a quarter
+//! larger, in steps of [`SLOT_STEP`] slots). Attention reads the slots in use, a view of them.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use super::ForwardError;
-use super::text::LayerCache;
+use super::text::{KeyMask, LayerCache};
+
+/// Buffers grow in multiples of this many slots.
+pub const SLOT_STEP: usize = 64;
 use crate::positions::Positions;
 
 /// Keys, values and running positions of a batch of sequences.
@@ -36,6 +43,15 @@ impl<B: Backend> KvCache<B> {
     /// Slots per row: the longest row's tokens, plus padding.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Slots the buffers hold (in use or not); 0 for an empty cache.
+    pub fn capacity(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .next()
+            .map_or(0, |c| c.keys.dims()[2])
     }
 
     /// Nothing seen yet.
@@ -114,7 +130,8 @@ impl<B: Backend> KvCache<B> {
         out
     }
 
-    /// Stack caches into one batch (rows in the order given), padding shorter ones at the end.
+    /// Stack caches into one batch (rows in the order given), padding shorter ones at the end
+    /// (and every buffer to the largest one's slots).
     ///
     /// # Errors
     /// [`ForwardError::Empty`] when there is nothing to stack or a cache has seen nothing.
@@ -123,6 +140,7 @@ impl<B: Backend> KvCache<B> {
             return Err(ForwardError::Empty);
         }
         let len = parts.iter().map(KvCache::len).max().unwrap_or(0);
+        let slots = parts.iter().map(KvCache::capacity).max().unwrap_or(0);
         let rows: usize = parts.iter().map(KvCache::rows).sum();
         let mut padding = Vec::with_capacity(rows);
         let mut positions = Vec::with_capacity(rows);
@@ -143,8 +161,8 @@ impl<B: Backend> KvCache<B> {
                 let mut values = Vec::with_capacity(parts.len());
                 for p in &parts {
                     let c = p.layers[l].as_ref().ok_or(ForwardError::Empty)?;
-                    keys.push(pad_slots(c.keys.clone(), len));
-                    values.push(pad_slots(c.values.clone(), len));
+                    keys.push(pad_slots(c.keys.clone(), slots));
+                    values.push(pad_slots(c.values.clone(), slots));
                 }
                 Ok(Some(LayerCache {
                     keys: Tensor::cat(keys, 0),
@@ -186,20 +204,49 @@ impl<B: Backend> KvCache<B> {
         self.compact();
     }
 
-    /// `[rows, 1, new, len + new]` attention mask (true = masked) for `new` tokens about to be
-    /// appended, or `None` when no row has padding.
-    pub(super) fn mask(&self, new: usize, device: &B::Device) -> Option<Tensor<B, 4, Bool>> {
-        let padding = self.padding.as_ref()?;
-        let total = self.len + new;
-        let mut data = Vec::with_capacity(padding.len() * new * total);
-        for row in padding {
-            for _ in 0..new {
-                data.extend_from_slice(row);
-                data.extend(std::iter::repeat_n(false, new));
+    /// Make room for `new` more slots: a full buffer is copied into one a quarter larger than
+    /// needed (rounded up to [`SLOT_STEP`]). An empty cache has no buffers yet; its first
+    /// forward's keys and values become them.
+    pub(super) fn reserve(&mut self, new: usize) {
+        let (capacity, needed) = (self.capacity(), self.len + new);
+        if self.is_empty() || needed <= capacity {
+            return;
+        }
+        let grown = (needed + needed / 4).div_ceil(SLOT_STEP) * SLOT_STEP;
+        let len = self.len;
+        self.map_layers(|t| {
+            let [rows, heads, _, dim] = t.dims();
+            let used = t.slice([0..rows, 0..heads, 0..len, 0..dim]);
+            Tensor::zeros([rows, heads, grown, dim], &used.device())
+                .slice_assign([0..rows, 0..heads, 0..len, 0..dim], used)
+        });
+    }
+
+    /// What `new` tokens about to be appended may not see: causal over themselves for an
+    /// empty cache; else an explicit `[rows, 1, new, len + new]` mask (true = hidden) of
+    /// padding and the future among the new tokens.
+    pub(super) fn mask(&self, new: usize, device: &B::Device) -> KeyMask<B> {
+        if self.is_empty() {
+            return KeyMask::Causal;
+        }
+        let (past, slots) = (self.len, self.len + new);
+        if new == 1 && self.padding.is_none() {
+            return KeyMask::Cached { mask: None, past };
+        }
+        let mut data = Vec::with_capacity(self.rows() * new * slots);
+        for r in 0..self.rows() {
+            let padding = self.padding.as_ref().map(|p| &p[r]);
+            for i in 0..new {
+                data.extend((0..past).map(|j| padding.is_some_and(|p| p[j])));
+                // Slot past + j holds new token j: seen by token i when j ≤ i.
+                data.extend((0..slots - past).map(|j| j > i));
             }
         }
-        let shape = [padding.len(), 1, new, total];
-        Some(Tensor::from_data(TensorData::new(data, shape), device))
+        let shape = [self.rows(), 1, new, slots];
+        KeyMask::Cached {
+            mask: Some(Tensor::from_data(TensorData::new(data, shape), device)),
+            past,
+        }
     }
 
     /// Record `new` appended tokens in every row.
@@ -258,7 +305,7 @@ impl<B: Backend> KvCache<B> {
     }
 }
 
-/// Zero slots appended to `[rows, heads, slots, dim]` up to `len` slots.
+/// Zero slots appended to `[rows, heads, slots, dim]` up to `len` slots (a larger buffer).
 fn pad_slots<B: Backend>(t: Tensor<B, 4>, len: usize) -> Tensor<B, 4> {
     let [rows, heads, slots, dim] = t.dims();
     if slots == len {
@@ -266,4 +313,117 @@ fn pad_slots<B: Backend>(t: Tensor<B, 4>, len: usize) -> Tensor<B, 4> {
     }
     let zeros = Tensor::zeros([rows, heads, len - slots, dim], &t.device());
     Tensor::cat(vec![t, zeros], 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Flex;
+    use burn::tensor::{Bool, Tensor};
+
+    use super::{KeyMask, KvCache, LayerCache, SLOT_STEP};
+
+    type B = Flex;
+
+    /// A one-layer cache of `rows` rows holding `len` slots in buffers of `len` slots.
+    fn filled(rows: usize, len: usize) -> KvCache<B> {
+        let mut cache = KvCache::<B>::empty(1, rows);
+        let zeros = || Tensor::zeros([rows, 1, len, 2], &Default::default());
+        cache.layers[0] = Some(LayerCache {
+            keys: zeros(),
+            values: zeros(),
+        });
+        cache.grow(len);
+        for p in &mut cache.positions {
+            p.text(len);
+        }
+        cache
+    }
+
+    fn hidden(mask: Tensor<B, 4, Bool>) -> Vec<bool> {
+        mask.into_data().into_vec::<bool>().expect("bools")
+    }
+
+    #[test]
+    fn only_a_whole_sequence_uses_the_causal_flag() {
+        let empty = KvCache::<B>::empty(2, 1);
+        assert!(matches!(
+            empty.mask(5, &Default::default()),
+            KeyMask::Causal
+        ));
+        // One token after three: no flag, an explicit mask — whatever alignment a kernel
+        // gives its causal flag, this decides what the token sees.
+        let mut cache = filled(1, 3);
+        cache.reserve(1);
+        assert_eq!(
+            cache.capacity(),
+            SLOT_STEP,
+            "grown a quarter past need, to the next step"
+        );
+        let KeyMask::Cached { mask, past } = cache.mask(1, &Default::default()) else {
+            panic!("a cached step must carry its own mask");
+        };
+        assert_eq!(past, 3);
+        assert!(
+            mask.is_none(),
+            "nothing to hide from one token without padding"
+        );
+        let KeyMask::Cached { mask, .. } = cache.mask(2, &Default::default()) else {
+            panic!("explicit mask expected");
+        };
+        let expect = [[false, false, false, false, true], [false; 5]].concat();
+        assert_eq!(
+            hidden(mask.expect("two tokens: the first may not see the second")),
+            expect
+        );
+    }
+
+    #[test]
+    fn several_new_tokens_see_the_prefix_and_their_own_past_but_not_padding() {
+        let mut cache = filled(2, 4);
+        cache.rewind(1, 2); // row 1 keeps slots 0..2; slots 2, 3 become padding
+        cache.reserve(2);
+        let KeyMask::Cached { mask, past } = cache.mask(2, &Default::default()) else {
+            panic!("explicit mask expected");
+        };
+        assert_eq!(past, 4);
+        let slots = 6;
+        let mask = mask.expect("padding to hide");
+        assert_eq!(mask.dims(), [2, 1, 2, slots]);
+        let got = hidden(mask);
+        for (r, pad) in [[false; 4], [false, false, true, true]].iter().enumerate() {
+            for i in 0..2 {
+                let row = &got[(r * 2 + i) * slots..(r * 2 + i + 1) * slots];
+                assert_eq!(&row[..4], pad, "row {r} token {i}: prefix");
+                assert!(
+                    row[4..=4 + i].iter().all(|h| !h),
+                    "row {r} token {i}: itself"
+                );
+                assert!(row[5 + i..].iter().all(|&h| h), "row {r} token {i}: future");
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_buffer_grows_and_keeps_what_it_held() {
+        let mut cache = filled(1, 3);
+        let marked = Tensor::<B, 4>::ones([1, 1, 3, 2], &Default::default());
+        if let Some(c) = cache.layers[0].as_mut() {
+            c.keys = marked;
+        }
+        cache.reserve(SLOT_STEP);
+        let needed = 3 + SLOT_STEP;
+        assert_eq!(
+            cache.capacity(),
+            (needed + needed / 4).div_ceil(SLOT_STEP) * SLOT_STEP
+        );
+        let keys = cache.layers[0]
+            .as_ref()
+            .map(|c| c.keys.clone())
+            .expect("layer");
+        let v = keys.into_data().into_vec::<f32>().expect("f32");
+        assert!(v[..6].iter().all(|&x| x == 1.0) && v[6..].iter().all(|&x| x == 0.0));
+        let before = cache.capacity();
+        cache.reserve(1);
+        assert_eq!(cache.capacity(), before, "room left: no copy");
+    }
 }

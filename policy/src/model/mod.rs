@@ -15,6 +15,7 @@ use crate::positions::{PositionIds, Positions};
 use crate::processor::PreparedImage;
 use crate::weights::{Weights, WeightsError};
 pub use cache::KvCache;
+pub use text::QueryGrouping;
 use text::{MRope, TextModel};
 use vision::VisionTower;
 
@@ -130,6 +131,13 @@ impl<B: Backend> Qwen25VL<B> {
         self
     }
 
+    /// Cached attention with `grouping` instead of the backend's default
+    /// ([`QueryGrouping::for_backend`]); for tests of both on one backend.
+    pub fn with_query_grouping(mut self, grouping: QueryGrouping) -> Self {
+        self.text.set_query_grouping(grouping);
+        self
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ModelConfig {
         &self.config
@@ -222,13 +230,11 @@ impl<B: Backend> Qwen25VL<B> {
         }
         let device = self.text.device();
         let rope = self.rope.tables::<B>(&ids, &device);
+        cache.reserve(seq);
         let mask = cache.mask(seq, &device);
-        let hidden = self.text.hidden(
-            Tensor::stack(embeds, 0),
-            &rope,
-            mask.as_ref(),
-            &mut cache.layers,
-        );
+        let hidden = self
+            .text
+            .hidden(Tensor::stack(embeds, 0), &rope, &mask, &mut cache.layers);
         cache.positions = positions;
         cache.grow(seq);
         Ok(hidden)

@@ -73,7 +73,9 @@ impl MRope {
     }
 }
 
-/// One layer's cached keys and values, `[batch, kv_heads, seen, head_dim]`.
+/// One layer's cached keys and values, `[batch, kv_heads, slots, head_dim]`: buffers with
+/// room for tokens to come, written in place ([`KvCache`](super::KvCache) knows how many
+/// slots are in use).
 #[derive(Debug, Clone)]
 pub struct LayerCache<B: Backend> {
     /// Keys (rotated).
@@ -92,6 +94,34 @@ pub struct Attention<B: Backend> {
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
+    #[module(skip)]
+    grouping: QueryGrouping,
+}
+
+/// How cached attention meets grouped-query attention's shared K/V heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueryGrouping {
+    /// K/V repeated to every query head: one product per (row, head), so a row computes bit
+    /// for bit the same alone or in any batch (flex's gemm tiles a block of several query rows
+    /// by the key count, which a batch's padding changes). The CPU's choice.
+    #[default]
+    RepeatKv,
+    /// The query heads sharing a K/V head as the rows of one query block, K/V read once (the
+    /// 7B's 28 / 4 heads: no 7× copy of the cache per layer and step). The accelerators'
+    /// choice, where kernels tuned per shape are not bitwise batch-invariant anyway.
+    SharedKv,
+}
+
+impl QueryGrouping {
+    /// The choice for backend `B`: [`RepeatKv`](Self::RepeatKv) on flex (the CPU),
+    /// [`SharedKv`](Self::SharedKv) elsewhere.
+    pub fn for_backend<B: Backend>(device: &B::Device) -> QueryGrouping {
+        if B::name(device).contains("flex") {
+            QueryGrouping::RepeatKv
+        } else {
+            QueryGrouping::SharedKv
+        }
+    }
 }
 
 impl<B: Backend> Attention<B> {
@@ -111,6 +141,7 @@ impl<B: Backend> Attention<B> {
             num_heads: c.num_attention_heads,
             num_kv_heads: c.num_key_value_heads,
             head_dim: hd,
+            grouping: QueryGrouping::for_backend::<B>(device),
         })
     }
 
@@ -125,7 +156,7 @@ impl<B: Backend> Attention<B> {
         &self,
         x: Tensor<B, 3>,
         rope: &RopeTables<B>,
-        mask: Option<&Tensor<B, 4, Bool>>,
+        mask: &KeyMask<B>,
         cache: &mut Option<LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
@@ -136,36 +167,115 @@ impl<B: Backend> Attention<B> {
         let v = split(self.v_proj.forward(x), self.num_kv_heads);
         let q = apply_rotary(q, rope.cos.clone(), rope.sin.clone());
         let k = apply_rotary(k, rope.cos.clone(), rope.sin.clone());
-        let (k, v) = match cache.take() {
-            Some(past) => (
-                Tensor::cat(vec![past.keys, k], 2),
-                Tensor::cat(vec![past.values, v], 2),
-            ),
-            None => (k, v),
-        };
-        *cache = Some(LayerCache {
-            keys: k.clone(),
-            values: v.clone(),
-        });
-        let groups = self.num_heads / self.num_kv_heads;
-        let repeat = |t: Tensor<B, 4>| {
-            if groups == 1 {
-                return t;
+        let out = match mask {
+            KeyMask::Causal => {
+                *cache = Some(LayerCache {
+                    keys: k.clone(),
+                    values: v.clone(),
+                });
+                self.attend_causal(q, k, v)
             }
-            let [b, kvh, seen, hd] = t.dims();
-            t.unsqueeze_dim::<5>(2)
-                .repeat_dim(2, groups)
-                .reshape([b, kvh * groups, seen, hd])
+            KeyMask::Cached { mask, past } => {
+                let (keys, values) = match cache.take() {
+                    Some(c) => (c.keys, c.values),
+                    None => unreachable!("a cached step runs over a filled cache"),
+                };
+                let kvh = self.num_kv_heads;
+                let at = [0..b, 0..kvh, *past..*past + s, 0..hd];
+                // In place when the buffer is not shared (the cache holds the only handle).
+                let keys = keys.slice_assign(at.clone(), k);
+                let values = values.slice_assign(at, v);
+                *cache = Some(LayerCache {
+                    keys: keys.clone(),
+                    values: values.clone(),
+                });
+                // Attention reads the slots in use only (a view of the buffers): what a row
+                // computes does not depend on how much room its batch's buffers have.
+                let used = [0..b, 0..kvh, 0..*past + s, 0..hd];
+                let (keys, values) = (keys.slice(used.clone()), values.slice(used));
+                self.attend_cached(q, keys, values, mask.clone())
+            }
         };
+        self.o_proj
+            .forward(out.swap_dims(1, 2).reshape([b, s, self.num_heads * hd]))
+    }
+
+    /// K/V `[b, kv_heads, slots, d]` repeated to `[b, heads, slots, d]`.
+    fn repeat_kv(&self, t: Tensor<B, 4>) -> Tensor<B, 4> {
+        let groups = self.num_heads / self.num_kv_heads;
+        if groups == 1 {
+            return t;
+        }
+        let [b, kvh, seen, hd] = t.dims();
+        t.unsqueeze_dim::<5>(2)
+            .repeat_dim(2, groups)
+            .reshape([b, kvh * groups, seen, hd])
+    }
+
+    /// The whole sequence at once (no cache before it): K/V repeated to every query head and
+    /// the op's causal flag, which top-left and bottom-right kernels read alike here (as many
+    /// queries as keys). The training forward; burn's CUDA flash kernel qualifies for it.
+    fn attend_causal(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
         let options = AttentionModuleOptions {
             scale: None,
             softcap: None,
             is_causal: true,
         };
-        let out = attention(q, repeat(k), repeat(v), mask.cloned(), None, options);
-        self.o_proj
-            .forward(out.swap_dims(1, 2).reshape([b, s, self.num_heads * hd]))
+        attention(q, self.repeat_kv(k), self.repeat_kv(v), None, None, options)
     }
+
+    /// New tokens against the cache's slots, with the explicit mask and no causal flag, so no
+    /// kernel's alignment of a causal mask can change what a token sees. With
+    /// [`QueryGrouping::SharedKv`] K/V are not repeated: the `groups` query heads sharing a
+    /// K/V head become rows of one query block, `[b, kv_heads, groups·s, d]` against
+    /// `[b, kv_heads, slots, d]` (HF's head h reads K/V head h / groups, so the heads of one
+    /// K/V head are adjacent).
+    fn attend_cached(
+        &self,
+        q: Tensor<B, 4>,
+        keys: Tensor<B, 4>,
+        values: Tensor<B, 4>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> Tensor<B, 4> {
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: false,
+        };
+        let [b, h, s, hd] = q.dims();
+        match self.grouping {
+            QueryGrouping::RepeatKv => {
+                let mask = mask.map(|m| m.repeat_dim(1, h));
+                let (k, v) = (self.repeat_kv(keys), self.repeat_kv(values));
+                attention(q, k, v, mask, None, options)
+            }
+            QueryGrouping::SharedKv => {
+                let kvh = self.num_kv_heads;
+                let groups = h / kvh;
+                let q = q.reshape([b, kvh, groups * s, hd]);
+                // `[b, 1, s, slots]` → `[b, kv_heads, groups·s, slots]`: row g·s + i is token i.
+                let mask = mask.map(|m| m.repeat_dim(2, groups).repeat_dim(1, kvh));
+                attention(q, keys, values, mask, None, options).reshape([b, h, s, hd])
+            }
+        }
+    }
+}
+
+/// What new tokens may not see in one forward.
+#[derive(Debug, Clone)]
+pub enum KeyMask<B: Backend> {
+    /// The new tokens are the whole sequence (an empty cache): each sees itself and those
+    /// before it. Only here does attention use the op's causal flag.
+    Causal,
+    /// New tokens appended at slot `past` of the cache's buffers: `mask` `[rows, 1, new,
+    /// past + new]` (true = hidden) hides padding and the future among the new tokens.
+    Cached {
+        /// The mask over the slots in use; `None` when it hides nothing (one new token per
+        /// row, no padding).
+        mask: Option<Tensor<B, 4, Bool>>,
+        /// Slots in use before these tokens.
+        past: usize,
+    },
 }
 
 /// One decoder layer.
@@ -225,7 +335,7 @@ impl<B: Backend> DecoderLayer<B> {
         &self,
         x: Tensor<B, 3>,
         rope: &RopeTables<B>,
-        mask: Option<&Tensor<B, 4, Bool>>,
+        mask: &KeyMask<B>,
         cache: &mut Option<LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let x = x.clone()
@@ -303,13 +413,20 @@ impl<B: Backend> TextModel<B> {
         self.layers.len()
     }
 
+    /// Use `grouping` in cached attention (the backend's choice by default).
+    pub fn set_query_grouping(&mut self, grouping: QueryGrouping) {
+        for layer in &mut self.layers {
+            layer.self_attn.grouping = grouping;
+        }
+    }
+
     /// Final hidden states `[batch, seq, hidden]` of `embeds`, extending `cache` (one entry per
-    /// layer; empty entries start a sequence). `mask` (true = masked) hides cache padding.
+    /// layer; empty entries start a sequence) as `mask` says.
     pub fn hidden(
         &self,
         embeds: Tensor<B, 3>,
         rope: &RopeTables<B>,
-        mask: Option<&Tensor<B, 4, Bool>>,
+        mask: &KeyMask<B>,
         cache: &mut [Option<LayerCache<B>>],
     ) -> Tensor<B, 3> {
         let mut x = embeds;

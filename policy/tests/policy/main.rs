@@ -3,6 +3,7 @@
 
 mod checkpoint;
 mod config;
+mod decode;
 mod fixtures;
 mod logprobs;
 mod parity;

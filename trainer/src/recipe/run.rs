@@ -71,7 +71,7 @@ pub struct PolicySection {
     /// default, which is also what an unset model means). Not with `init_from`.
     pub model: Option<String>,
     /// `cpu` or `cuda`.
-    pub device: String,
+    pub device: policy::Device,
     /// Keep the vision tower's weights fixed (Thyme: the ViT is frozen, the merger trained).
     pub freeze_vision: bool,
 }
@@ -80,7 +80,7 @@ impl Default for PolicySection {
     fn default() -> Self {
         PolicySection {
             model: None,
-            device: "cpu".into(),
+            device: policy::Device::Cpu,
             freeze_vision: true,
         }
     }
@@ -579,9 +579,6 @@ impl RunRecipe {
                  checkpoint); set one of the two"
                     .into(),
             );
-        }
-        if !matches!(self.policy.device.as_str(), "cpu" | "cuda") {
-            return bad("policy.device", "must be \"cpu\" or \"cuda\"".into());
         }
         if self.data.train.is_empty() && self.data.tasks.is_none() {
             return bad(

@@ -16,8 +16,9 @@ pub mod validation;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow};
-use burn::backend::Flex;
+use burn::tensor::backend::Backend;
 use clap::Args;
+use policy::{OnBackend, Qwen25VL};
 
 use crate::recipe::run::Stage;
 use crate::recipe::{Loaded, load_run};
@@ -188,21 +189,43 @@ fn run_recipe(
         None => loaded.model_spec(),
     };
     chain.pop();
-    match loaded.recipe.policy.device.as_str() {
-        #[cfg(feature = "cuda")]
-        "cuda" => step::train::<burn::backend::Cuda>(
-            loaded,
-            &start_model,
-            options,
-            registry,
-            &Default::default(),
-        ),
-        #[cfg(not(feature = "cuda"))]
-        "cuda" => Err(anyhow!(
-            "{}: policy.device = \"cuda\": this trainer was built without `--features cuda`",
-            loaded.path.display()
-        )),
-        _ => step::train::<Flex>(loaded, &start_model, options, registry, &Default::default()),
+    let train = Train {
+        loaded,
+        start_model: &start_model,
+        options,
+        registry,
+    };
+    loaded
+        .recipe
+        .policy
+        .device
+        .run(train)
+        .with_context(|| format!("{}: policy.device", loaded.path.display()))?
+}
+
+/// A recipe's training, on the backend its `policy.device` names.
+#[derive(Debug)]
+struct Train<'a> {
+    loaded: &'a Loaded,
+    start_model: &'a str,
+    options: Options,
+    registry: &'a reward::Registry,
+}
+
+impl OnBackend for Train<'_> {
+    type Output = Result<PathBuf>;
+
+    fn run<B: Backend>(self, device: &B::Device) -> Result<PathBuf>
+    where
+        Qwen25VL<B>: Sync,
+    {
+        step::train::<B>(
+            self.loaded,
+            self.start_model,
+            self.options,
+            self.registry,
+            device,
+        )
     }
 }
 

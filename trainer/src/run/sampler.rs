@@ -25,8 +25,8 @@ pub struct Sampler<'a> {
     pub group: usize,
     /// Prompts per step.
     pub prompts_per_step: usize,
-    /// Sandbox worker threads (0: serial).
-    pub sandbox_workers: usize,
+    /// Sandbox threads and where forwards run ([`Overlap::new`]).
+    pub overlap: Overlap,
 }
 
 impl std::fmt::Debug for Sampler<'_> {
@@ -91,10 +91,7 @@ impl Sampler<'_> {
                 Err(e) => bad_rows.push(format!("{e:#}")),
             }
         }
-        let overlap = match self.sandbox_workers {
-            0 => Overlap::Serial,
-            n => Overlap::Workers(n),
-        };
+        let overlap = self.overlap;
         let mut trajectories = Vec::with_capacity(rows.len() * self.group);
         for (&row, prompt) in rows.iter().zip(&prompts) {
             let tools = Tools {

@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, anyhow};
 use burn::module::AutodiffModule as _;
 use burn::tensor::backend::Backend;
 use policy::{Checkpoint, Qwen25VL};
-use rollout::{Context, Finish, StopStrings};
+use rollout::{Context, Finish, Overlap, StopStrings};
 use sandbox::Sandbox;
 
 use super::checkpoint::{self, Contents, TrainerState};
@@ -201,7 +201,7 @@ where
         seed: r.seed,
         group: g.num_generations,
         prompts_per_step: g.prompts_per_step(),
-        sandbox_workers: r.rollout.sandbox_workers,
+        overlap: Overlap::new(r.rollout.sandbox_workers, r.policy.device),
     };
     let gold = if sft {
         let t = Instant::now();

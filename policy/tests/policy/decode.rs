@@ -1,0 +1,141 @@
+//! Decoding with the KV cache computes what the full forward computes, wherever the prompt
+//! is split between prefill and later steps, for one-token and several-token steps, and for
+//! padded rows: the semantics every attention kernel must keep (burn's CUDA flash kernel aligns
+//! a causal mask top-left, its fallback bottom-right; cached steps pass their own mask). Each
+//! test runs with K/V repeated per query head (the CPU's choice) and with the query heads of a
+//! shared K/V head grouped into one block (the GPU's).
+
+const GROUPINGS: [QueryGrouping; 2] = [QueryGrouping::RepeatKv, QueryGrouping::SharedKv];
+
+use burn::backend::Flex;
+use policy::{KvCache, QueryGrouping, Qwen25VL, Row};
+
+use crate::parity::{CACHE_TOL, max_diff, prompt, row, tiny, values};
+
+type B = Flex;
+
+/// Row 0's logits at each of the last `n` positions of a `[1, seq, vocab]` forward.
+fn last_positions(model: &Qwen25VL<B>, r: Row<B>, n: usize) -> Vec<Vec<f32>> {
+    let all = values(model.forward_full(&[r]).expect("full"));
+    let vocab = model.config().text.vocab_size;
+    let seq = all.len() / vocab;
+    (seq - n..seq)
+        .map(|p| all[p * vocab..(p + 1) * vocab].to_vec())
+        .collect()
+}
+
+/// Feed `tokens` after a prefill of `split` tokens: a chunk of three, then one at a time.
+/// Returns the logits of every fed position, in order.
+fn decoded(model: &Qwen25VL<B>, prefill: Row<B>, rest: &[u32]) -> (Vec<Vec<f32>>, KvCache<B>) {
+    let vocab = model.config().text.vocab_size;
+    let mut cache = model.new_cache(1);
+    model.forward(&[prefill], &mut cache).expect("prefill");
+    let mut out = Vec::new();
+    let (chunk, singles) = rest.split_at(3.min(rest.len()));
+    let got = values(
+        model
+            .forward(&[Row::text(chunk.to_vec())], &mut cache)
+            .expect("chunk"),
+    );
+    out.extend(got.chunks(vocab).map(<[f32]>::to_vec));
+    for &t in singles {
+        let got = values(
+            model
+                .forward(&[Row::text(vec![t])], &mut cache)
+                .expect("step"),
+        );
+        out.push(got);
+    }
+    (out, cache)
+}
+
+#[test]
+fn prefill_then_cached_steps_equal_the_full_forward_at_every_split() {
+    for g in GROUPINGS {
+        at_every_split(&tiny().with_query_grouping(g));
+    }
+}
+
+fn at_every_split(model: &Qwen25VL<B>) {
+    let p = prompt("text");
+    // The prompt plus 70 more tokens, so that the buffers grow while decoding.
+    let mut seq = p.ids.clone();
+    seq.extend((0..70).map(|i| (11 * i + 5) % 1000));
+    let mut worst: f32 = 0.0;
+    for split in [1, 4, p.ids.len() - 1, p.ids.len() + 20] {
+        let (prefix, rest) = seq.split_at(split);
+        let expect = last_positions(model, Row::text(seq.clone()), rest.len());
+        let (got, cache) = decoded(model, Row::text(prefix.to_vec()), rest);
+        assert!(cache.capacity() > cache.len(), "buffers with room to spare");
+        for (k, (g, e)) in got.iter().zip(&expect).enumerate() {
+            let d = max_diff(g, e);
+            assert!(
+                d <= CACHE_TOL,
+                "split {split}, position {k} after it: {d:e}"
+            );
+            worst = worst.max(d);
+        }
+    }
+    println!("cached vs full forward, text: max |Δ logits| {worst:e}");
+}
+
+#[test]
+fn an_image_prompt_decodes_as_its_full_forward() {
+    for g in GROUPINGS {
+        image_prompt(&tiny().with_query_grouping(g));
+    }
+}
+
+fn image_prompt(model: &Qwen25VL<B>) {
+    let p = prompt("image");
+    let rest: Vec<u32> = (0..12).map(|i| (13 * i + 2) % 1000).collect();
+    let mut seq = p.ids.clone();
+    seq.extend(&rest);
+    let expect = last_positions(model, row(model, &p, seq), rest.len());
+    let (got, _) = decoded(model, row(model, &p, p.ids.clone()), &rest);
+    let worst = got
+        .iter()
+        .zip(&expect)
+        .map(|(g, e)| max_diff(g, e))
+        .fold(0.0, f32::max);
+    println!("cached vs full forward, image: max |Δ logits| {worst:e}");
+    assert!(worst <= CACHE_TOL);
+}
+
+#[test]
+fn padded_rows_take_several_tokens_at_once_as_they_would_alone() {
+    for g in GROUPINGS {
+        padded_rows(&tiny().with_query_grouping(g));
+    }
+}
+
+fn padded_rows(model: &Qwen25VL<B>) {
+    let vocab = model.config().text.vocab_size;
+    let long: Vec<u32> = (0..40).map(|i| (7 * i + 3) % 1000).collect();
+    let short: Vec<u32> = vec![1006, 9, 8, 7];
+    let cache_of = |ids: &[u32]| {
+        let mut c = model.new_cache(1);
+        model
+            .forward(&[Row::text(ids.to_vec())], &mut c)
+            .expect("prefill");
+        c
+    };
+    let mut batch = KvCache::stack(vec![cache_of(&long), cache_of(&short)]).expect("stack");
+    assert!(batch.is_padded());
+    let steps = [[40u32, 41, 42], [50, 51, 52]];
+    let got = values(
+        model
+            .forward(
+                &[Row::text(steps[0].to_vec()), Row::text(steps[1].to_vec())],
+                &mut batch,
+            )
+            .expect("batch chunk"),
+    );
+    for (r, ids) in [&long, &short].iter().enumerate() {
+        let mut full = ids.to_vec();
+        full.extend(steps[r]);
+        let expect = last_positions(model, Row::text(full), 3).concat();
+        let d = max_diff(&got[r * 3 * vocab..(r + 1) * 3 * vocab], &expect);
+        assert!(d <= CACHE_TOL, "row {r}: {d:e}");
+    }
+}
