@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use burn::backend::{Autodiff, Flex};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{FloatDType, Int, Tensor, TensorData};
 use policy::config::ModelConfig;
 use policy::generate::greedy;
 use policy::processor::PreparedImage;
@@ -181,6 +181,17 @@ pub fn fixtures<B: Backend>(dir: &Path, device: &B::Device) -> Result<Vec<Check>
             0.0,
             format!("{wrong} of {} tokens differ", reference.len()),
         ));
+        let bf16 = model.clone().with_text_dtype(FloatDType::BF16);
+        let ours = values(bf16.forward_full(std::slice::from_ref(&row))?);
+        checks.push(Check::new(
+            &format!("tiny {name} prompt logits in bf16 vs transformers' f32"),
+            max_diff(&ours, &expect),
+            0.05,
+            "max |Δ logit| (the CPU test's bf16 tolerance)".into(),
+        ));
+        let mut check = cache_vs_full(&bf16, row.clone(), 16)?;
+        check.name = format!("tiny {name} prompt, bf16: {}", check.name);
+        checks.push(check);
         let mut check = cache_vs_full(&model, row, 16)?;
         check.name = format!("tiny {name} prompt: {}", check.name);
         checks.push(check);
@@ -248,6 +259,18 @@ pub fn wide_logits<B: Backend>(model: &Qwen25VL<B>, reference: &Path) -> Result<
         1e-3 * scale.max(1.0),
         format!("max |Δ logit|; logits reach {scale:.3}, tolerance 1e-3 × max(1, that)"),
     )];
+    if let Ok((theirs_bf16, _)) = tensor_f32(&st, "logits_bf16") {
+        // bf16 is judged against f32 by transformers' own bf16 error on the same logits.
+        let own = max_diff(&theirs_bf16, &expect);
+        let bf16 = model.clone().with_text_dtype(FloatDType::BF16);
+        let ours = values(bf16.forward_full(&[Row::text(ids.clone())])?);
+        checks.push(Check::new(
+            "7B-wide bf16 logits vs transformers' f32",
+            max_diff(&ours, &expect),
+            2.0 * own,
+            format!("max |Δ logit|; tolerance 2 × transformers' own bf16 error ({own:.3e})"),
+        ));
+    }
     if let Ok(reference) = tensor_ids(&st, "greedy_f32") {
         let out = greedy(model, Row::text(ids), reference.len(), &[])?;
         let wrong = out

@@ -25,8 +25,8 @@ pub struct Decode {
     pub context: usize,
     /// Tokens generated per row (timed).
     pub new_tokens: usize,
-    /// Weights' dtype.
-    pub dtype: &'static str,
+    /// The language model's weights' dtype.
+    pub dtype: String,
     /// Generated tokens per second, all rows.
     pub tokens_per_s: f64,
     /// Milliseconds per decode step.
@@ -74,6 +74,11 @@ pub fn step_flops(c: &TextConfig, tokens: usize) -> f64 {
 /// The formula of [`step_flops`], for the report.
 pub const FLOPS_FORMULA: &str =
     "6*T*N_matmul + 6*L*T^2*q_dim, N_matmul = L*(h*q + 2*h*kv + q*h + 3*h*inter) + h*vocab";
+
+/// `bf16` / `f32`: the language model's weights' dtype, as torch.json names it.
+pub fn dtype_name<B: Backend>(model: &Qwen25VL<B>) -> String {
+    format!("{:?}", model.text_dtype()).to_lowercase()
+}
 
 fn prompt(n: usize, vocab: usize) -> Vec<u32> {
     (0..n)
@@ -131,7 +136,7 @@ pub fn decode<B: Backend>(
         rows,
         context,
         new_tokens: new,
-        dtype: "f32",
+        dtype: dtype_name(model),
         tokens_per_s: (rows * new) as f64 / seconds,
         ms_per_step: seconds * 1e3 / new as f64,
         prefill_s,

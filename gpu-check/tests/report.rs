@@ -72,11 +72,14 @@ fn a_quick_cpu_run_writes_a_complete_report_against_a_stand_in_torch_json() {
     assert_eq!(report["device"], "cpu");
     assert_eq!(report["errors"].as_array().map(Vec::len), Some(0), "{text}");
     let checks = report["correctness"].as_array().expect("checks");
-    // Per tiny prompt: logits, greedy tokens, cache vs full (2 × 3); the learner step; the
-    // 7B-wide stand-in's logits, greedy tokens and cache vs full.
-    assert_eq!(checks.len(), 10, "{text}");
+    // Per tiny prompt: logits, greedy tokens, bf16 logits, cache vs full in bf16 and in f32
+    // (2 × 5); the learner step; the 7B-wide stand-in's logits, greedy tokens and cache vs
+    // full (the stand-in reference has no bf16 logits, so no bf16 check for it).
+    assert_eq!(checks.len(), 14, "{text}");
     assert!(checks.iter().all(|c| c["ok"] == true), "{text}");
     let decode = &report["decode"][0];
+    assert_eq!(decode["dtype"], "bf16");
+    assert_eq!(report["decode"][1]["dtype"], "f32");
     assert_eq!(
         (decode["rows"].as_u64(), decode["context"].as_u64()),
         (Some(2), Some(16))
@@ -136,5 +139,5 @@ fn a_missing_model_folder_is_an_error_in_the_report_not_a_crash() {
             .is_some_and(|e| e.contains("torch.json"))
     );
     // The fixtures' checks still ran.
-    assert_eq!(report["correctness"].as_array().map(Vec::len), Some(7));
+    assert_eq!(report["correctness"].as_array().map(Vec::len), Some(11));
 }

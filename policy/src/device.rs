@@ -128,9 +128,12 @@ pub fn probe_cuda_in(
             .map(PathBuf::from)
             .to_vec(),
     };
-    let mut dirs = lib_dirs.to_vec();
-    for root in &roots {
-        dirs.extend([root.join("lib64"), root.join("lib")]);
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let extra = roots.iter().flat_map(|r| [r.join("lib64"), r.join("lib")]);
+    for d in lib_dirs.iter().cloned().chain(extra) {
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
     }
     let shown = |d: &[PathBuf]| {
         d.iter()

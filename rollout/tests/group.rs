@@ -6,6 +6,7 @@
 mod common;
 
 use burn::backend::Flex;
+use burn::tensor::FloatDType;
 use common::{SANDBOX, TINY, logprob_gap, prompt, tiny_ctx};
 use policy::rng::Rng;
 use policy::{QueryGrouping, Qwen25VL};
@@ -96,17 +97,25 @@ fn overlapped_serial_and_alone_give_the_same_trajectories() {
 #[test]
 fn splices_are_exact_and_logprobs_match_a_fresh_forward() {
     let (model, _, _, _) = &*TINY;
-    splices_exact(model, Overlap::Workers(2));
+    splices_exact(model, Overlap::Workers(2), 1e-5);
 }
 
 /// The same on the GPU's arrangement, run on the CPU: sandbox calls on workers, every forward
-/// on the decoding thread, query heads grouped against shared K/V heads in cached attention.
+/// on the decoding thread, query heads grouped against shared K/V heads in cached attention;
+/// in f32 and with the language model in bf16 (the rollout copy's dtype on a GPU), where the
+/// recorded log-probs must match a fresh bf16 forward within bf16's rounding.
 #[test]
 fn the_gpu_arrangement_splices_exactly_with_logprobs_matching_a_fresh_forward() {
     let (model, _, _, _) = &*TINY;
     let model = model.clone().with_query_grouping(QueryGrouping::SharedKv);
-    splices_exact(&model, Overlap::SandboxWorkers(2));
+    splices_exact(&model, Overlap::SandboxWorkers(2), 1e-5);
+    let bf16 = model.with_text_dtype(FloatDType::BF16);
+    splices_exact(&bf16, Overlap::SandboxWorkers(2), BF16_LOGPROB_TOL);
 }
+
+/// |recorded − fresh| log-prob in bf16, where the cached and the full forward may round
+/// differently (measured on flex: 4.8e-7, one f32 ulp at |log-prob| ≈ 7, as in f32).
+const BF16_LOGPROB_TOL: f32 = 1e-3;
 
 /// Sandbox calls on workers with the forwards after them on the decoding thread give the
 /// trajectories the serial batch gives, bit for bit.
@@ -127,7 +136,7 @@ fn forwards_kept_on_the_decoding_thread_give_the_serial_trajectories() {
     }
 }
 
-fn splices_exact(model: &Qwen25VL<Flex>, overlap: Overlap) {
+fn splices_exact(model: &Qwen25VL<Flex>, overlap: Overlap, tolerance: f32) {
     let (_, tok, _, _) = &*TINY;
     let config = config();
     let stops = StopStrings::thyme();
@@ -172,7 +181,7 @@ fn splices_exact(model: &Qwen25VL<Flex>, overlap: Overlap) {
         );
         worst = worst.max(gap);
     }
-    assert!(worst <= 1e-5, "old vs fresh log-probs: {worst:e}");
+    assert!(worst <= tolerance, "old vs fresh log-probs: {worst:e}");
 }
 
 /// A group of unforced paths: each equals the same trajectory run alone with its seed; the

@@ -216,8 +216,9 @@ impl<B: Backend> KvCache<B> {
         let len = self.len;
         self.map_layers(|t| {
             let [rows, heads, _, dim] = t.dims();
+            let dtype = t.dtype();
             let used = t.slice([0..rows, 0..heads, 0..len, 0..dim]);
-            Tensor::zeros([rows, heads, grown, dim], &used.device())
+            Tensor::zeros([rows, heads, grown, dim], (&used.device(), dtype))
                 .slice_assign([0..rows, 0..heads, 0..len, 0..dim], used)
         });
     }
@@ -311,7 +312,7 @@ fn pad_slots<B: Backend>(t: Tensor<B, 4>, len: usize) -> Tensor<B, 4> {
     if slots == len {
         return t;
     }
-    let zeros = Tensor::zeros([rows, heads, len - slots, dim], &t.device());
+    let zeros = Tensor::zeros([rows, heads, len - slots, dim], (&t.device(), t.dtype()));
     Tensor::cat(vec![t, zeros], 2)
 }
 

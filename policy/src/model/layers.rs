@@ -4,7 +4,7 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{FloatDType, Tensor, TensorData};
 
 use crate::weights::{HostTensor, Weights, WeightsError};
 
@@ -87,10 +87,13 @@ impl<B: Backend> RmsNorm<B> {
         out.insert(name.to_string(), host(self.weight.val()));
     }
 
-    /// x / sqrt(mean(x²) + eps) · weight over the last dimension.
+    /// x / sqrt(mean(x²) + eps) · weight over the last dimension, computed in f32 and cast
+    /// back to x's dtype before the scale (as transformers does for bf16).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        let x = x.cast(FloatDType::F32);
         let variance = x.clone().powi_scalar(2).mean_dim(D - 1);
-        let normed = x * variance.add_scalar(self.eps).sqrt().recip();
+        let normed = (x * variance.add_scalar(self.eps).sqrt().recip()).cast(dtype);
         let shape = {
             let mut s = [1usize; D];
             s[D - 1] = self.weight.dims()[0];

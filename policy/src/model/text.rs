@@ -2,12 +2,12 @@
 //! SwiGLU) whose rotary embedding is M-RoPE — the head dimension's frequency pairs split into
 //! temporal / height / width sections, each rotated by that axis' position.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, FloatDType, Int, Tensor, TensorData};
 
 use super::layers::{Mlp, RmsNorm, apply_rotary, export_linear, host, load_linear, tensor};
 use crate::config::TextConfig;
@@ -413,6 +413,17 @@ impl<B: Backend> TextModel<B> {
         self.layers.len()
     }
 
+    /// Every weight cast to `dtype` (the inference copy in bf16: norms, attention's softmax
+    /// and the logits stay f32).
+    pub fn cast(self, dtype: FloatDType) -> Self {
+        self.map(&mut CastWeights(dtype))
+    }
+
+    /// The weights' dtype, which activations take.
+    pub fn dtype(&self) -> DType {
+        self.embed_tokens.val().dtype()
+    }
+
     /// Use `grouping` in cached attention (the backend's choice by default).
     pub fn set_query_grouping(&mut self, grouping: QueryGrouping) {
         for layer in &mut self.layers {
@@ -436,9 +447,9 @@ impl<B: Backend> TextModel<B> {
         self.norm.forward(x)
     }
 
-    /// Logits `[batch, seq, vocab]` of final hidden states.
+    /// Logits `[batch, seq, vocab]` of final hidden states, in f32.
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        match &self.lm_head {
+        let logits = match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => {
                 let [b, s, h] = hidden.dims();
@@ -446,6 +457,18 @@ impl<B: Backend> TextModel<B> {
                 let v = w.dims()[1];
                 hidden.reshape([b * s, h]).matmul(w).reshape([b, s, v])
             }
-        }
+        };
+        logits.cast(FloatDType::F32)
+    }
+}
+
+/// Casts every float weight of a module.
+#[derive(Debug)]
+struct CastWeights(FloatDType);
+
+impl<B: Backend> ModuleMapper<B> for CastWeights {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let dtype = self.0;
+        param.map(|t| t.cast(dtype))
     }
 }

@@ -8,6 +8,7 @@
 const GROUPINGS: [QueryGrouping; 2] = [QueryGrouping::RepeatKv, QueryGrouping::SharedKv];
 
 use burn::backend::Flex;
+use burn::tensor::FloatDType;
 use policy::{KvCache, QueryGrouping, Qwen25VL, Row};
 
 use crate::parity::{CACHE_TOL, max_diff, prompt, row, tiny, values};
@@ -139,3 +140,40 @@ fn padded_rows(model: &Qwen25VL<B>) {
         assert!(d <= CACHE_TOL, "row {r}: {d:e}");
     }
 }
+
+/// The language model in bf16 (the rollout copy on a GPU): logits within bf16's rounding of
+/// f32's on both fixture prompts, and its cached decoding equal to its own full forward.
+#[test]
+fn bf16_logits_stay_near_f32_and_decode_as_their_own_full_forward() {
+    let f32_model = tiny();
+    let bf16 = tiny().with_text_dtype(FloatDType::BF16);
+    let mut worst: f32 = 0.0;
+    for name in ["text", "image"] {
+        let p = prompt(name);
+        let full =
+            |m: &Qwen25VL<B>| values(m.forward_full(&[row(m, &p, p.ids.clone())]).expect("full"));
+        worst = worst.max(max_diff(&full(&bf16), &full(&f32_model)));
+    }
+    println!("bf16 vs f32 logits: max |Δ| {worst:e}");
+    assert!(worst <= BF16_LOGIT_TOL, "{worst:e}");
+    let p = prompt("text");
+    let rest: Vec<u32> = (0..12).map(|i| (17 * i + 4) % 1000).collect();
+    let mut seq = p.ids.clone();
+    seq.extend(&rest);
+    for g in GROUPINGS {
+        let m = bf16.clone().with_query_grouping(g);
+        let expect = last_positions(&m, Row::text(seq.clone()), rest.len());
+        let (got, _) = decoded(&m, Row::text(p.ids.clone()), &rest);
+        let d = got
+            .iter()
+            .zip(&expect)
+            .map(|(a, b)| max_diff(a, b))
+            .fold(0.0, f32::max);
+        println!("bf16 cached vs full, {g:?}: max |Δ| {d:e}");
+        assert!(d <= BF16_LOGIT_TOL, "{g:?}: {d:e}");
+    }
+}
+
+/// bf16 keeps 8 bits of mantissa: a logit of the tiny model (|logit| < 1) moves by a few
+/// 1e-3 through two layers.
+const BF16_LOGIT_TOL: f32 = 0.05;
