@@ -31,7 +31,8 @@ pub struct Decode {
     pub tokens_per_s: f64,
     /// Milliseconds per decode step.
     pub ms_per_step: f64,
-    /// Seconds of the one-row prefill (chunked) and the copy to every row.
+    /// Seconds of the one-row prefill (chunked) and of sharing it with every row
+    /// ([`Qwen25VL::group_cache`]: kept once on a GPU, copied per row on flex).
     pub prefill_s: f64,
     /// The process's GPU memory after decoding (nvidia-smi), when known.
     pub process_gpu_bytes: Option<u64>,
@@ -110,7 +111,7 @@ pub fn decode<B: Backend>(
     for chunk in ids.chunks(PREFILL_CHUNK) {
         logits = Some(model.forward(&[Row::text(chunk.to_vec())], &mut one)?);
     }
-    let mut cache = one.repeat(rows);
+    let mut cache = model.group_cache(&one, rows);
     let logits = logits.ok_or_else(|| anyhow::anyhow!("an empty prompt"))?;
     let [_, s, v] = logits.dims();
     let first = logits.slice([0..1, s - 1..s, 0..v]).argmax(2);

@@ -1,5 +1,6 @@
 //! A group: the G paths of one prompt, decoded as one batch. The prompt is computed once and
-//! its KV cache repeated; each decode step is one forward over the paths in the batch, one
+//! its KV cache shared by the G rows (kept once on a GPU, copied per row on flex:
+//! `Qwen25VL::group_cache`); each decode step is one forward over the paths in the batch, one
 //! token each. A path whose chunk ends in code leaves the batch: its block runs in its sandbox
 //! session on a worker thread, the result is spliced in (a forward of that row alone, images
 //! through the vision tower) and the path rejoins the batch while the others keep decoding.
@@ -186,7 +187,7 @@ where
     let mut batch = Batch {
         model,
         prompt,
-        cache: (size > 0).then(|| prompt_cache.repeat(size)),
+        cache: (size > 0).then(|| model.group_cache(&prompt_cache, size)),
         members,
         out: (0..size).map(|_| None).collect(),
     };

@@ -113,9 +113,11 @@ fn the_gpu_arrangement_splices_exactly_with_logprobs_matching_a_fresh_forward() 
     splices_exact(&bf16, Overlap::SandboxWorkers(2), BF16_LOGPROB_TOL);
 }
 
-/// |recorded − fresh| log-prob in bf16, where the cached and the full forward may round
-/// differently (measured on flex: 4.8e-7, one f32 ulp at |log-prob| ≈ 7, as in f32).
-const BF16_LOGPROB_TOL: f32 = 1e-3;
+/// |recorded − fresh| log-prob in bf16. The group decodes after a prompt kept once, whose
+/// attention rounds the softmax weights to bf16 before the value product (as flash kernels
+/// do); the fresh forward's fused attention keeps them in f32. Measured on flex: 3.9e-3 (with
+/// the prompt copied per row instead: 4.8e-7); bf16 itself moves a logit by 4e-3 here.
+const BF16_LOGPROB_TOL: f32 = 1e-2;
 
 /// Sandbox calls on workers with the forwards after them on the decoding thread give the
 /// trajectories the serial batch gives, bit for bit.

@@ -12,11 +12,12 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::ForwardError;
+use super::shared::SharedPrompt;
 use super::text::{KeyMask, LayerCache};
+use crate::positions::Positions;
 
 /// Buffers grow in multiples of this many slots.
 pub const SLOT_STEP: usize = 64;
-use crate::positions::Positions;
 
 /// Keys, values and running positions of a batch of sequences.
 #[derive(Debug, Clone)]
@@ -27,6 +28,9 @@ pub struct KvCache<B: Backend> {
     pub(super) len: usize,
     /// Per row, which slots are padding; `None` while no row has any.
     pub(super) padding: Option<Vec<Vec<bool>>>,
+    /// A prompt all rows start with, kept once ([`share`](Self::share)); `layers` then hold
+    /// only the slots after it.
+    pub(super) shared: Option<SharedPrompt<B>>,
 }
 
 impl<B: Backend> KvCache<B> {
@@ -37,6 +41,7 @@ impl<B: Backend> KvCache<B> {
             positions: vec![Positions::new(); rows],
             len: 0,
             padding: None,
+            shared: None,
         }
     }
 
@@ -45,8 +50,14 @@ impl<B: Backend> KvCache<B> {
         self.len
     }
 
-    /// Slots the buffers hold (in use or not); 0 for an empty cache.
+    /// Slots the cache holds without growing (in use or not): a shared prompt's and the rows'
+    /// buffers'; 0 for an empty cache.
     pub fn capacity(&self) -> usize {
+        self.shared_slots() + self.own_capacity()
+    }
+
+    /// Slots the rows' own buffers hold.
+    fn own_capacity(&self) -> usize {
         self.layers
             .iter()
             .flatten()
@@ -96,6 +107,7 @@ impl<B: Backend> KvCache<B> {
             positions: vec![self.positions[0]; n],
             len: self.len,
             padding: self.padding.as_ref().map(|p| vec![p[0].clone(); n]),
+            shared: self.shared.clone(),
         }
     }
 
@@ -115,6 +127,7 @@ impl<B: Backend> KvCache<B> {
             positions: rows.iter().map(|&r| self.positions[r]).collect(),
             len: self.len,
             padding,
+            shared: self.shared.clone(),
         };
         if rows.len() != self.rows() || rows.iter().enumerate().any(|(i, &r)| i != r) {
             let index = |device: &B::Device| {
@@ -139,8 +152,11 @@ impl<B: Backend> KvCache<B> {
         if parts.is_empty() || parts.iter().any(KvCache::is_empty) {
             return Err(ForwardError::Empty);
         }
+        let parts = KvCache::align_shared(parts);
+        let shared = parts[0].shared.clone();
         let len = parts.iter().map(KvCache::len).max().unwrap_or(0);
-        let slots = parts.iter().map(KvCache::capacity).max().unwrap_or(0);
+        // The rows' own buffers (after a shared prompt) are padded to the largest.
+        let slots = parts.iter().map(KvCache::own_capacity).max().unwrap_or(0);
         let rows: usize = parts.iter().map(KvCache::rows).sum();
         let mut padding = Vec::with_capacity(rows);
         let mut positions = Vec::with_capacity(rows);
@@ -160,11 +176,15 @@ impl<B: Backend> KvCache<B> {
                 let mut keys = Vec::with_capacity(parts.len());
                 let mut values = Vec::with_capacity(parts.len());
                 for p in &parts {
-                    let c = p.layers[l].as_ref().ok_or(ForwardError::Empty)?;
-                    keys.push(pad_slots(c.keys.clone(), slots));
-                    values.push(pad_slots(c.values.clone(), slots));
+                    let c = match &p.layers[l] {
+                        Some(c) => c.clone(),
+                        // Rows with no token past the shared prompt yet.
+                        None => p.zero_rows(l, slots).ok_or(ForwardError::Empty)?,
+                    };
+                    keys.push(pad_slots(c.keys, slots));
+                    values.push(pad_slots(c.values, slots));
                 }
-                Ok(Some(LayerCache {
+                Ok((slots > 0).then(|| LayerCache {
                     keys: Tensor::cat(keys, 0),
                     values: Tensor::cat(values, 0),
                 }))
@@ -175,6 +195,7 @@ impl<B: Backend> KvCache<B> {
             positions,
             len,
             padding: Some(padding),
+            shared,
         };
         out.compact();
         Ok(out)
@@ -208,18 +229,25 @@ impl<B: Backend> KvCache<B> {
     /// needed (rounded up to [`SLOT_STEP`]). An empty cache has no buffers yet; its first
     /// forward's keys and values become them.
     pub(super) fn reserve(&mut self, new: usize) {
-        let (capacity, needed) = (self.capacity(), self.len + new);
+        let own = self.len - self.shared_slots();
+        let (capacity, needed) = (self.own_capacity(), own + new);
         if self.is_empty() || needed <= capacity {
             return;
         }
         let grown = (needed + needed / 4).div_ceil(SLOT_STEP) * SLOT_STEP;
-        let len = self.len;
+        if self.layers.iter().all(Option::is_none) {
+            // Rows sharing a prompt, none with a token of its own yet.
+            for l in 0..self.layers.len() {
+                self.layers[l] = self.zero_rows(l, grown);
+            }
+            return;
+        }
         self.map_layers(|t| {
             let [rows, heads, _, dim] = t.dims();
             let dtype = t.dtype();
-            let used = t.slice([0..rows, 0..heads, 0..len, 0..dim]);
+            let used = t.slice([0..rows, 0..heads, 0..own, 0..dim]);
             Tensor::zeros([rows, heads, grown, dim], (&used.device(), dtype))
-                .slice_assign([0..rows, 0..heads, 0..len, 0..dim], used)
+                .slice_assign([0..rows, 0..heads, 0..own, 0..dim], used)
         });
     }
 
@@ -268,15 +296,28 @@ impl<B: Backend> KvCache<B> {
         let keep: Vec<usize> = (0..self.len)
             .filter(|&c| padding.iter().any(|row| !row[c]))
             .collect();
+        let prompt = self.shared_slots();
+        if keep.len() != self.len && (0..prompt).any(|c| !keep.contains(&c)) {
+            // A column of the shared prompt goes: the rows take their own copies first.
+            let whole = std::mem::replace(self, KvCache::empty(0, 0));
+            *self = whole.unshare();
+            return self.compact();
+        }
         if keep.len() != self.len {
-            let ids: Vec<i64> = keep.iter().map(|&c| c as i64).collect();
+            // Columns of the rows' own buffers (after a shared prompt, which stays whole).
+            let ids: Vec<i64> = keep
+                .iter()
+                .filter(|&&c| c >= prompt)
+                .map(|&c| (c - prompt) as i64)
+                .collect();
             let n = keep.len();
-            if n == 0 {
+            let own = ids.len();
+            if own == 0 {
                 self.layers.iter_mut().for_each(|l| *l = None);
             } else {
                 self.map_layers(|t| {
                     let i = Tensor::<B, 1, Int>::from_data(
-                        TensorData::new(ids.clone(), [n]),
+                        TensorData::new(ids.clone(), [own]),
                         &t.device(),
                     );
                     t.select(2, i)

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod layers;
+mod shared;
 pub mod text;
 pub mod vision;
 
@@ -164,6 +165,17 @@ impl<B: Backend> Qwen25VL<B> {
         }
     }
 
+    /// `n` rows starting from a one-row prompt cache (a group's G paths): with
+    /// [`QueryGrouping::SharedKv`] the prompt is kept once and read once per step for all rows
+    /// ([`KvCache::share`]); with `RepeatKv` (flex) it is copied per row, which keeps every
+    /// row's arithmetic what it is alone.
+    pub fn group_cache(&self, prompt: &KvCache<B>, n: usize) -> KvCache<B> {
+        match self.text.query_grouping() {
+            QueryGrouping::SharedKv => prompt.share(n),
+            QueryGrouping::RepeatKv => prompt.repeat(n),
+        }
+    }
+
     /// An empty cache for `rows` sequences.
     pub fn new_cache(&self, rows: usize) -> KvCache<B> {
         KvCache::empty(self.text.num_layers(), rows)
@@ -250,9 +262,14 @@ impl<B: Backend> Qwen25VL<B> {
         };
         cache.reserve(seq);
         let mask = cache.mask(seq, &device);
-        let hidden = self
-            .text
-            .hidden(Tensor::stack(embeds, 0), &rope, &mask, &mut cache.layers);
+        let prompt = cache.shared.as_ref().map_or(&[][..], |s| &s.layers[..]);
+        let hidden = self.text.hidden(
+            Tensor::stack(embeds, 0),
+            &rope,
+            &mask,
+            &mut cache.layers,
+            prompt,
+        );
         cache.positions = positions;
         cache.grow(seq);
         Ok(hidden)

@@ -4,6 +4,7 @@
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::Linear;
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -158,6 +159,7 @@ impl<B: Backend> Attention<B> {
         rope: &RopeTables<B>,
         mask: &KeyMask<B>,
         cache: &mut Option<LayerCache<B>>,
+        prompt: Option<&LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let hd = self.head_dim;
@@ -181,7 +183,9 @@ impl<B: Backend> Attention<B> {
                     None => unreachable!("a cached step runs over a filled cache"),
                 };
                 let kvh = self.num_kv_heads;
-                let at = [0..b, 0..kvh, *past..*past + s, 0..hd];
+                // The rows' own buffers start after a shared prompt.
+                let own = *past - prompt.map_or(0, |p| p.keys.dims()[2]);
+                let at = [0..b, 0..kvh, own..own + s, 0..hd];
                 // In place when the buffer is not shared (the cache holds the only handle).
                 let keys = keys.slice_assign(at.clone(), k);
                 let values = values.slice_assign(at, v);
@@ -191,9 +195,12 @@ impl<B: Backend> Attention<B> {
                 });
                 // Attention reads the slots in use only (a view of the buffers): what a row
                 // computes does not depend on how much room its batch's buffers have.
-                let used = [0..b, 0..kvh, 0..*past + s, 0..hd];
+                let used = [0..b, 0..kvh, 0..own + s, 0..hd];
                 let (keys, values) = (keys.slice(used.clone()), values.slice(used));
-                self.attend_cached(q, keys, values, mask.clone())
+                match prompt {
+                    Some(p) => self.attend_after_prompt(q, p, keys, values, mask.clone()),
+                    None => self.attend_cached(q, keys, values, mask.clone()),
+                }
             }
         };
         self.o_proj
@@ -258,6 +265,49 @@ impl<B: Backend> Attention<B> {
                 attention(q, keys, values, mask, None, options).reshape([b, h, s, hd])
             }
         }
+    }
+
+    /// New tokens after a prompt every row shares (`prompt`: `[1, kv_heads, P, d]`) and each
+    /// row's own slots (`keys`/`values`: `[b, kv_heads, R, d]`), as one softmax over P + R
+    /// keys written out (no fused op takes two key blocks). The prompt is read once for all
+    /// rows: every row's grouped queries are rows of one query block against it. `mask`
+    /// `[b, 1, s, P + R]` as in [`KeyMask::Cached`]. Scores and softmax in f32.
+    fn attend_after_prompt(
+        &self,
+        q: Tensor<B, 4>,
+        prompt: &LayerCache<B>,
+        keys: Tensor<B, 4>,
+        values: Tensor<B, 4>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> Tensor<B, 4> {
+        let [b, h, s, hd] = q.dims();
+        let kvh = self.num_kv_heads;
+        let gs = h / kvh * s;
+        let p = prompt.keys.dims()[2];
+        let r = keys.dims()[2];
+        let dtype = q.dtype();
+        let q = q.reshape([b, kvh, gs, hd]);
+        // `[b, kv_heads, gs, ·]` ⇄ `[1, kv_heads, b·gs, ·]`: all rows' queries as one block.
+        let to_block = |t: Tensor<B, 4>, w: usize| t.swap_dims(0, 1).reshape([1, kvh, b * gs, w]);
+        let from_block = |t: Tensor<B, 4>, w: usize| t.reshape([kvh, b, gs, w]).swap_dims(0, 1);
+        let on_prompt = to_block(q.clone(), hd).matmul(prompt.keys.clone().swap_dims(2, 3));
+        let on_own = q.matmul(keys.swap_dims(2, 3));
+        let scores = Tensor::cat(vec![from_block(on_prompt, p), on_own], 3)
+            .cast(FloatDType::F32)
+            .mul_scalar((hd as f64).sqrt().recip());
+        let scores = match mask {
+            Some(m) => {
+                let m = m.repeat_dim(2, h / kvh).repeat_dim(1, kvh);
+                scores.mask_fill(m, f32::NEG_INFINITY)
+            }
+            None => scores,
+        };
+        let weights = softmax(scores, 3).cast(dtype);
+        let w_prompt = weights.clone().slice([0..b, 0..kvh, 0..gs, 0..p]);
+        let w_own = weights.slice([0..b, 0..kvh, 0..gs, p..p + r]);
+        let out = from_block(to_block(w_prompt, p).matmul(prompt.values.clone()), hd)
+            + w_own.matmul(values);
+        out.reshape([b, h, s, hd])
     }
 }
 
@@ -337,11 +387,12 @@ impl<B: Backend> DecoderLayer<B> {
         rope: &RopeTables<B>,
         mask: &KeyMask<B>,
         cache: &mut Option<LayerCache<B>>,
+        prompt: Option<&LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let x = x.clone()
             + self
                 .self_attn
-                .forward(self.input_layernorm.forward(x), rope, mask, cache);
+                .forward(self.input_layernorm.forward(x), rope, mask, cache, prompt);
         x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
     }
 }
@@ -424,6 +475,13 @@ impl<B: Backend> TextModel<B> {
         self.embed_tokens.val().dtype()
     }
 
+    /// The grouping cached attention uses.
+    pub fn query_grouping(&self) -> QueryGrouping {
+        self.layers
+            .first()
+            .map_or(QueryGrouping::RepeatKv, |l| l.self_attn.grouping)
+    }
+
     /// Use `grouping` in cached attention (the backend's choice by default).
     pub fn set_query_grouping(&mut self, grouping: QueryGrouping) {
         for layer in &mut self.layers {
@@ -432,17 +490,19 @@ impl<B: Backend> TextModel<B> {
     }
 
     /// Final hidden states `[batch, seq, hidden]` of `embeds`, extending `cache` (one entry per
-    /// layer; empty entries start a sequence) as `mask` says.
+    /// layer; empty entries start a sequence) as `mask` says, after `prompt` (a prompt every
+    /// row shares, one entry per layer; empty when there is none).
     pub fn hidden(
         &self,
         embeds: Tensor<B, 3>,
         rope: &RopeTables<B>,
         mask: &KeyMask<B>,
         cache: &mut [Option<LayerCache<B>>],
+        prompt: &[LayerCache<B>],
     ) -> Tensor<B, 3> {
         let mut x = embeds;
-        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            x = layer.forward(x, rope, mask, c);
+        for (i, (layer, c)) in self.layers.iter().zip(cache.iter_mut()).enumerate() {
+            x = layer.forward(x, rope, mask, c, prompt.get(i));
         }
         self.norm.forward(x)
     }

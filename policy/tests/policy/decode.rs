@@ -177,3 +177,68 @@ fn bf16_logits_stay_near_f32_and_decode_as_their_own_full_forward() {
 /// bf16 keeps 8 bits of mantissa: a logit of the tiny model (|logit| < 1) moves by a few
 /// 1e-3 through two layers.
 const BF16_LOGIT_TOL: f32 = 0.05;
+
+/// A group's rows sharing one prompt kept once (the GPU's arrangement): decode steps, a row
+/// taken out for a splice and a rewind, and stacked back, each row as its own full forward.
+#[test]
+fn rows_sharing_a_prompt_kept_once_decode_as_their_full_forward() {
+    let model = tiny().with_query_grouping(QueryGrouping::SharedKv);
+    let vocab = model.config().text.vocab_size;
+    let p = prompt("image");
+    let mut one = model.new_cache(1);
+    model
+        .forward(&[row(&model, &p, p.ids.clone())], &mut one)
+        .expect("prompt");
+    let mut group = model.group_cache(&one, 3);
+    assert_eq!(
+        group.capacity(),
+        p.ids.len(),
+        "the prompt once, no row buffers yet"
+    );
+    let mut seqs: Vec<Vec<u32>> = vec![p.ids.clone(); 3];
+    let check = |seqs: &[Vec<u32>], got: &[f32], rows: &[usize]| {
+        for (k, &r) in rows.iter().enumerate() {
+            let expect = last_positions(&model, row(&model, &p, seqs[r].clone()), 1).concat();
+            let d = max_diff(&got[k * vocab..(k + 1) * vocab], &expect);
+            assert!(d <= CACHE_TOL, "row {r}: {d:e}");
+        }
+    };
+    for step in 0..3u32 {
+        let tokens: Vec<u32> = (0..3).map(|r| 40 + 10 * r + step).collect();
+        let rows: Vec<Row<B>> = tokens.iter().map(|&t| Row::text(vec![t])).collect();
+        let got = values(model.forward(&rows, &mut group).expect("step"));
+        for (s, &t) in seqs.iter_mut().zip(&tokens) {
+            s.push(t);
+        }
+        check(&seqs, &got, &[0, 1, 2]);
+    }
+    // Row 1 leaves: a 4-token splice alone, then it drops its last 2 tokens.
+    let mut away = group.select(&[1]);
+    let rest = group.select(&[0, 2]);
+    model
+        .forward(&[Row::text(vec![7, 8, 9, 10])], &mut away)
+        .expect("splice");
+    away.rewind(0, seqs[1].len() + 2);
+    seqs[1].extend([7, 8]);
+    let mut group = KvCache::stack(vec![rest, away]).expect("rejoin");
+    assert!(group.is_padded());
+    let got = values(
+        model
+            .forward(
+                &[
+                    Row::text(vec![70]),
+                    Row::text(vec![72]),
+                    Row::text(vec![71]),
+                ],
+                &mut group,
+            )
+            .expect("after rejoin"),
+    );
+    for (r, t) in [(0, 70), (2, 72), (1, 71)] {
+        seqs[r].push(t);
+    }
+    // Rows are now 0, 2, 1.
+    let order = [0, 2, 1];
+    let reordered: Vec<Vec<u32>> = order.iter().map(|&r| seqs[r].clone()).collect();
+    check(&reordered, &got, &[0, 1, 2]);
+}
