@@ -134,6 +134,11 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "data.train",
         ),
         (
+            "unknown rollout dtype",
+            with("[rollout]", "[rollout]\ndtype = \"half\""),
+            "rollout.dtype",
+        ),
+        (
             "unknown device",
             format!("{BASE}\n[policy]\ndevice = \"tpu\"\n"),
             "policy.device",

@@ -367,3 +367,29 @@ fn a_parent_marked_stopped_on_target_by_hand_is_final_for_its_child_and_for_resu
     assert_eq!(child_state["start_model"], "checkpoints/tiny/step-2");
     assert!(resume(dir.path()).contains("already trained (2 steps)"));
 }
+
+/// `[rollout] dtype = "bfloat16"`: the rollout copy's language model is a bf16 copy refreshed
+/// after every update, the learner stays f32; the run trains and logs finite figures.
+#[test]
+fn a_run_with_a_bf16_rollout_copy_trains() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let recipe = child_recipe(dir.path());
+    let text = std::fs::read_to_string(&recipe)
+        .expect("recipe")
+        .replace(
+            &format!("name = \"child\"\ninit_from = {:?}", RECIPE),
+            "name = \"tiny\"",
+        )
+        .replace("max_steps = 1", "max_steps = 2")
+        .replace("[rollout]\n", "[rollout]\ndtype = \"bfloat16\"\n");
+    assert!(text.contains("dtype = \"bfloat16\"") && !text.contains("init_from"));
+    std::fs::write(&recipe, text).expect("write");
+    run_child(dir.path(), &recipe);
+    let logs = logged(dir.path());
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    for l in &logs {
+        for key in ["grpo/loss", "grpo/kl", "reward/total_mean"] {
+            assert!(l[key].as_f64().is_some_and(f64::is_finite), "{key}: {l}");
+        }
+    }
+}

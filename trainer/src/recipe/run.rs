@@ -267,6 +267,31 @@ pub struct RolloutSection {
     pub sandbox_workers: usize,
     /// Sample step t+1's trajectories while step t trains (their policy is one step stale).
     pub overlap: bool,
+    /// The dtype of the rollout copy's language model (verl's `rollout.dtype`): `float32`,
+    /// or `bfloat16` (norms, softmax and log-probs stay f32; the learner stays f32).
+    pub dtype: RolloutDtype,
+}
+
+/// `rollout.dtype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum RolloutDtype {
+    /// The learner's f32 weights, shared (no copy).
+    #[default]
+    #[serde(rename = "float32")]
+    Float32,
+    /// A bf16 copy of the language model, refreshed after every update.
+    #[serde(rename = "bfloat16")]
+    Bfloat16,
+}
+
+impl RolloutDtype {
+    /// As burn names it.
+    pub fn float_dtype(self) -> burn::tensor::FloatDType {
+        match self {
+            RolloutDtype::Float32 => burn::tensor::FloatDType::F32,
+            RolloutDtype::Bfloat16 => burn::tensor::FloatDType::BF16,
+        }
+    }
 }
 
 impl Default for RolloutSection {
@@ -287,6 +312,7 @@ impl Default for RolloutSection {
             sandbox: true,
             sandbox_workers: 2,
             overlap: false,
+            dtype: RolloutDtype::Float32,
         }
     }
 }

@@ -249,7 +249,9 @@ where
     let mut log = RunLog::open(&run_dir, first, r.logging.histogram_bins)?;
     let mut progress = Progress::new(&r.name, first, max_steps, r.logging.progress_bar);
     let started = Instant::now();
-    let mut policy = learner.policy();
+    // The rollout copy: the learner's weights, or a bf16 copy of its language model.
+    let rollout_dtype = r.rollout.dtype.float_dtype();
+    let mut policy = learner.policy().with_text_dtype(rollout_dtype);
     let mut pending: Option<Batch> = None;
     let mut last_checkpoint = resumed.as_ref().map(|(d, _)| d.clone());
     let mut checkpoint_s = 0.0;
@@ -273,7 +275,7 @@ where
                 })
                 .collect();
             let stats = learner.step(&items, step)?;
-            policy = learner.policy();
+            policy = learner.policy().with_text_dtype(rollout_dtype);
             sft::scalars(&stats, step_started.elapsed().as_secs_f64())
         } else {
             let batch = match pending.take() {
@@ -329,7 +331,7 @@ where
             };
             let stats = stats?;
             pending = next.transpose()?;
-            policy = learner.policy();
+            policy = learner.policy().with_text_dtype(rollout_dtype);
 
             let sandbox_s: f64 = batch
                 .trajectories
