@@ -129,6 +129,28 @@ pub fn cache_vs_full<B: Backend>(
     ))
 }
 
+/// Greedy tokens from `prompt` against `reference`'s: how many differ.
+fn greedy_vs<B: Backend>(
+    name: &str,
+    model: &Qwen25VL<B>,
+    prompt: Row<B>,
+    reference: &[u32],
+) -> Result<Check> {
+    let out = greedy(model, prompt, reference.len(), &[])?;
+    let wrong = out
+        .tokens
+        .iter()
+        .zip(reference)
+        .filter(|(a, b)| a != b)
+        .count();
+    Ok(Check::new(
+        name,
+        wrong as f64,
+        0.0,
+        format!("{wrong} of {} tokens differ", reference.len()),
+    ))
+}
+
 /// The committed tiny fixtures: logits against transformers' and the cache against the
 /// full forward.
 ///
@@ -168,19 +190,12 @@ pub fn fixtures<B: Backend>(dir: &Path, device: &B::Device) -> Result<Vec<Check>
             "max |Δ logit|".into(),
         ));
         let reference = tensor_ids(&st, &format!("{name}.greedy"))?;
-        let out = greedy(&model, row.clone(), reference.len(), &[])?;
-        let wrong = out
-            .tokens
-            .iter()
-            .zip(&reference)
-            .filter(|(a, b)| a != b)
-            .count();
-        checks.push(Check::new(
+        checks.push(greedy_vs(
             &format!("tiny {name} prompt greedy tokens vs transformers"),
-            wrong as f64,
-            0.0,
-            format!("{wrong} of {} tokens differ", reference.len()),
-        ));
+            &model,
+            row.clone(),
+            &reference,
+        )?);
         let bf16 = model.clone().with_text_dtype(FloatDType::BF16);
         let ours = values(bf16.forward_full(std::slice::from_ref(&row))?);
         checks.push(Check::new(
@@ -272,19 +287,8 @@ pub fn wide_logits<B: Backend>(model: &Qwen25VL<B>, reference: &Path) -> Result<
         ));
     }
     if let Ok(reference) = tensor_ids(&st, "greedy_f32") {
-        let out = greedy(model, Row::text(ids), reference.len(), &[])?;
-        let wrong = out
-            .tokens
-            .iter()
-            .zip(&reference)
-            .filter(|(a, b)| a != b)
-            .count();
-        checks.push(Check::new(
-            "7B-wide greedy tokens vs transformers (f32)",
-            wrong as f64,
-            0.0,
-            format!("{wrong} of {} tokens differ", reference.len()),
-        ));
+        let name = "7B-wide greedy tokens vs transformers (f32)";
+        checks.push(greedy_vs(name, model, Row::text(ids), &reference)?);
     }
     Ok(checks)
 }

@@ -35,6 +35,22 @@ fn reference_from_fixture(out: &Path) {
         .expect("write reference");
 }
 
+/// `gpu-check --device cpu --quick` on `dir`.
+fn quick_cpu_run(dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gpu-check"))
+        .args([
+            "--device",
+            "cpu",
+            "--quick",
+            "--fixtures",
+            FIXTURES,
+            "--dir",
+        ])
+        .arg(dir)
+        .output()
+        .expect("run gpu-check")
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("read_dir").flatten() {
@@ -52,18 +68,7 @@ fn a_quick_cpu_run_writes_a_complete_report_against_a_stand_in_torch_json() {
         "train": [{"tokens": 32, "dtype": "f32", "tokens_per_s": 1000.0}],
     });
     std::fs::write(dir.path().join("torch.json"), torch.to_string()).expect("torch.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_gpu-check"))
-        .args([
-            "--device",
-            "cpu",
-            "--quick",
-            "--fixtures",
-            FIXTURES,
-            "--dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .expect("run gpu-check");
+    let out = quick_cpu_run(dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let text = std::fs::read_to_string(dir.path().join("report.json")).expect("report.json");
@@ -111,18 +116,7 @@ fn a_quick_cpu_run_writes_a_complete_report_against_a_stand_in_torch_json() {
 #[test]
 fn a_missing_model_folder_is_an_error_in_the_report_not_a_crash() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(env!("CARGO_BIN_EXE_gpu-check"))
-        .args([
-            "--device",
-            "cpu",
-            "--quick",
-            "--fixtures",
-            FIXTURES,
-            "--dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .expect("run gpu-check");
+    let out = quick_cpu_run(dir.path());
     assert_eq!(out.status.code(), Some(1), "a failed section fails the run");
     let text = std::fs::read_to_string(dir.path().join("report.json")).expect("report.json");
     let report: serde_json::Value = serde_json::from_str(&text).expect("json");
