@@ -108,7 +108,9 @@ pub fn rewrite_image_path(code: &str, real: &str, exists: impl Fn(&str) -> bool)
 /// assigned to four box-named variables (`x1, y1, x2, y2 = …`, `left, top, right, bottom = …`)
 /// or to one box-named variable (`crop_box`, `bbox`, `box`, `coords`, …).
 pub fn clamp_crop_boxes(code: &str, (w, h): (u32, u32)) -> String {
-    const NUM: &str = r"(-?\d+(?:\.\d+)?)";
+    // ASCII digits only: Python's numeric literals have no others, and `\d` would also match
+    // Arabic-Indic or fullwidth digits that `f64::from_str` refuses.
+    const NUM: &str = r"(-?[0-9]+(?:\.[0-9]+)?)";
     static FOUR: LazyLock<Regex> = LazyLock::new(|| {
         let names = r"\(?[ \t]*(?:x1|x0|left|xmin|x_min)[ \t]*,[ \t]*(?:y1|y0|top|ymin|y_min)[ \t]*,[ \t]*(?:x2|x1|right|xmax|x_max)[ \t]*,[ \t]*(?:y2|y1|bottom|ymax|y_max)[ \t]*\)?";
         Regex::new(&format!(
@@ -128,7 +130,11 @@ pub fn clamp_crop_boxes(code: &str, (w, h): (u32, u32)) -> String {
         out = re
             .replace_all(&out, |c: &regex::Captures<'_>| {
                 let nums: Vec<f64> = (1..=4).filter_map(|i| c[i].parse().ok()).collect();
-                let clamped = clamp_box([nums[0], nums[1], nums[2], nums[3]], (w, h));
+                let [a, b, c2, d] = nums[..] else {
+                    // Not four numbers after all: the line stays as written.
+                    return c[0].to_string();
+                };
+                let clamped = clamp_box([a, b, c2, d], (w, h));
                 // Rewrite the four numbers in place; the rest of the line stays as written.
                 let whole = c.get(0).map_or(0, |m| m.start());
                 let mut line = c[0].to_string();
@@ -259,5 +265,100 @@ mod tests {
             redirect_output(code, "/output/call_1"),
             "a='/output/call_1/x.png'; b='/output/call_1/y.png'"
         );
+    }
+}
+
+#[cfg(test)]
+mod arbitrary_text {
+    use super::*;
+
+    /// Fragments a policy might write, Unicode digits and marks among them.
+    const PIECES: [&str; 24] = [
+        "x1, y1, x2, y2 = ",
+        "crop_box = (",
+        "bbox = [",
+        "left, top, right, bottom = (",
+        "12",
+        "-3.5",
+        "٣٤",
+        "１２",
+        "۷",
+        "९",
+        ", ",
+        ")",
+        "]",
+        "\n",
+        "\t",
+        "    ",
+        "<code>```python\n",
+        "```</code>",
+        "image_path = '",
+        "/mnt/data/temp_processed_images/",
+        "'",
+        "e\u{301}",
+        "🙂",
+        "99999999999999999999999999",
+    ];
+
+    /// Numbers as a policy might write them.
+    const NUMBERS: [&str; 8] = [
+        "0",
+        "12",
+        "-3.5",
+        "700",
+        "١٠",
+        "１２",
+        "99999999999999999999",
+        "2.25",
+    ];
+
+    /// splitmix64: the same cases on every run.
+    fn next(state: &mut u64) -> u64 {
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    #[test]
+    fn no_text_panics_the_preprocessor() {
+        let mut state = 23;
+        let call = CallContext {
+            image_path: "/input/a.png",
+            image_size: (640, 480),
+            output_dir: "/output/call-1",
+        };
+        let mut rewritten = 0;
+        for case in 0..5000 {
+            let n = 1 + next(&mut state) % 24;
+            let mut text: String = (0..n)
+                .map(|_| PIECES[(next(&mut state) % PIECES.len() as u64) as usize])
+                .collect();
+            if case % 2 == 0 {
+                // A box line: a box name, four numbers (ASCII or not), a closer.
+                let (open, close) = [
+                    ("crop_box = (", ")"),
+                    ("x1, y1, x2, y2 = ", ""),
+                    ("bbox = [", "]"),
+                ][(next(&mut state) % 3) as usize];
+                let nums: Vec<&str> = (0..4)
+                    .map(|_| NUMBERS[(next(&mut state) % NUMBERS.len() as u64) as usize])
+                    .collect();
+                text = format!("{text}\n{open}{}{close}\n", nums.join(", "));
+            }
+            let size = if case % 7 == 0 { (0, 0) } else { (640, 480) };
+            let clamped = clamp_crop_boxes(&text, size);
+            rewritten += usize::from(clamped != text);
+            let _ = extract_code(&text);
+            let _ = preprocess(&text, &call, |p| p.len() % 2 == 0);
+        }
+        assert!(
+            rewritten > 100,
+            "the cases reach the box rewriting ({rewritten})"
+        );
+        // The issue's case: Unicode digits on a crop-box line are left as written.
+        let line = "crop_box = (١٠, 2, 3, 4)";
+        assert_eq!(clamp_crop_boxes(line, (640, 480)), line);
     }
 }
