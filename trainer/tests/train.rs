@@ -369,27 +369,38 @@ fn a_parent_marked_stopped_on_target_by_hand_is_final_for_its_child_and_for_resu
 }
 
 /// `[rollout] dtype = "bfloat16"`: the rollout copy's language model is a bf16 copy refreshed
-/// after every update, the learner stays f32; the run trains and logs finite figures.
+/// after every update, the learner stays f32; the run trains and logs finite figures, and the
+/// logged gap between the learner's and the sampler's log-probs shows the bf16 sampler (the
+/// same recipe in f32: the kernels' rounding only).
 #[test]
-fn a_run_with_a_bf16_rollout_copy_trains() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let recipe = child_recipe(dir.path());
-    let text = std::fs::read_to_string(&recipe)
-        .expect("recipe")
-        .replace(
-            &format!("name = \"child\"\ninit_from = {:?}", RECIPE),
-            "name = \"tiny\"",
-        )
-        .replace("max_steps = 1", "max_steps = 2")
-        .replace("[rollout]\n", "[rollout]\ndtype = \"bfloat16\"\n");
-    assert!(text.contains("dtype = \"bfloat16\"") && !text.contains("init_from"));
-    std::fs::write(&recipe, text).expect("write");
-    run_child(dir.path(), &recipe);
-    let logs = logged(dir.path());
-    assert_eq!(logs.len(), 2, "{logs:?}");
-    for l in &logs {
-        for key in ["grpo/loss", "grpo/kl", "reward/total_mean"] {
-            assert!(l[key].as_f64().is_some_and(f64::is_finite), "{key}: {l}");
+fn a_run_with_a_bf16_rollout_copy_trains_and_logs_its_logprob_gap() {
+    let gap = |dtype: &str| {
+        let dir = tempfile::tempdir().expect("tmp");
+        let recipe = child_recipe(dir.path());
+        let text = std::fs::read_to_string(&recipe)
+            .expect("recipe")
+            .replace(
+                &format!("name = \"child\"\ninit_from = {:?}", RECIPE),
+                "name = \"tiny\"",
+            )
+            .replace("max_steps = 1", "max_steps = 2")
+            .replace("[rollout]\n", &format!("[rollout]\ndtype = {dtype:?}\n"));
+        assert!(!text.contains("init_from"));
+        std::fs::write(&recipe, text).expect("write");
+        run_child(dir.path(), &recipe);
+        let logs = logged(dir.path());
+        assert_eq!(logs.len(), 2, "{logs:?}");
+        for l in &logs {
+            for key in ["grpo/loss", "grpo/kl", "reward/total_mean"] {
+                assert!(l[key].as_f64().is_some_and(f64::is_finite), "{key}: {l}");
+            }
         }
-    }
+        logs.iter()
+            .map(|l| l["grpo/rollout_logprob_diff_mean"].as_f64().expect("gap"))
+            .fold(0.0, f64::max)
+    };
+    let (bf16, f32) = (gap("bfloat16"), gap("float32"));
+    println!("mean |learner - sampler| log-prob: bf16 rollouts {bf16:e}, f32 {f32:e}");
+    assert!(f32 < 1e-4, "f32 sampler vs f32 learner: {f32:e}");
+    assert!(bf16 > 10.0 * f32.max(1e-7), "bf16 {bf16:e} vs f32 {f32:e}");
 }

@@ -77,6 +77,12 @@ pub struct StepStats {
     pub padded_tokens: usize,
     /// Seconds in clipping + the AdamW update.
     pub optimizer_s: f64,
+    /// Mean |learner − sampler| log-prob over the trained tokens, before the step's first
+    /// update (verl's rollout-vs-training probability gap): what a bf16 rollout copy or kernel
+    /// differences cost, plus one step of staleness with `rollout.overlap`.
+    pub rollout_logprob_diff_mean: f64,
+    /// The largest of those differences.
+    pub rollout_logprob_diff_max: f64,
 }
 
 /// The trainable policy and what updates it.
@@ -153,7 +159,7 @@ impl<B: Backend> Learner<B> {
         stats.micro_batches = chunks.len();
         stats.padded_tokens = chunks.iter().map(|c| padded(c)).sum();
         let passes = self.config.iterations.max(1);
-        for _ in 0..passes {
+        for first in (0..passes).map(|k| k == 0) {
             let started = Instant::now();
             let mut grads = Gradients::<B>::default();
             let mut pass = PassStats::default();
@@ -165,10 +171,13 @@ impl<B: Backend> Learner<B> {
                     LossType::Bnpo => 1.0 / chunks.len() as f64,
                     LossType::Dapo => 1.0,
                 };
-                let (loss, s, entropy) = self.micro_batch(chunk, &loss_config, passes > 1)?;
+                let (loss, s, entropy, gap) =
+                    self.micro_batch(chunk, &loss_config, passes > 1, first)?;
                 let loss = loss * share;
                 pass.loss += f64::from(loss.clone().into_scalar().elem::<f32>());
                 pass.add(&s, entropy);
+                stats.rollout_logprob_diff_mean += gap.sum;
+                stats.rollout_logprob_diff_max = stats.rollout_logprob_diff_max.max(gap.max);
                 let g = loss.backward();
                 grads.accumulate(&self.model, &g);
             }
@@ -185,16 +194,19 @@ impl<B: Backend> Learner<B> {
             stats.loss += pass.loss / passes as f64;
             pass.finish(&mut stats, passes);
         }
+        stats.rollout_logprob_diff_mean /= stats.tokens.max(1.0);
         Ok(stats)
     }
 
-    /// Loss, stats and entropy sum of one micro-batch.
+    /// Loss, stats, entropy sum and (when `measure_gap`, GRPO only) the gap between the
+    /// learner's and the sampler's log-probs of one micro-batch.
     fn micro_batch(
         &self,
         items: &[Item<'_>],
         loss: &LossConfig,
         off_policy: bool,
-    ) -> Result<(Tensor<Train<B>, 1>, LossStats, f64)> {
+        measure_gap: bool,
+    ) -> Result<(Tensor<Train<B>, 1>, LossStats, f64, Gap)> {
         let device = self.model.devices().first().cloned().unwrap_or_default();
         let len = items
             .iter()
@@ -254,6 +266,11 @@ impl<B: Backend> Learner<B> {
             .slice([0..n, 0..width]);
         let entropy = entropy_sum(logits.clone().inner(), &mask, shape);
         let logprobs = token_logprobs(logits, targets.clone());
+        let gap = if measure_gap && !self.config.sft {
+            Gap::between(&logprobs.clone().inner().into_data(), &old, &mask)
+        } else {
+            Gap::default()
+        };
         let mask_t: Tensor<Train<B>, 2> = Tensor::from_data(TensorData::new(mask, shape), &device);
         if self.config.sft {
             // Token mean over the optimizer batch, so accumulation does not reweight.
@@ -266,7 +283,7 @@ impl<B: Backend> Learner<B> {
                 clip_high: 0.0,
                 tokens,
             };
-            return Ok((nll, stats, entropy));
+            return Ok((nll, stats, entropy, gap));
         }
         let old_logprobs = if off_policy {
             Tensor::from_data(TensorData::new(old, shape), &device)
@@ -294,7 +311,7 @@ impl<B: Backend> Learner<B> {
             advantages: Tensor::from_data(TensorData::new(advantages, [n]), &device),
         };
         let (loss, stats) = grpo_loss(batch, loss).map_err(|e| anyhow!("loss: {e}"))?;
-        Ok((loss, stats, entropy))
+        Ok((loss, stats, entropy, gap))
     }
 }
 
@@ -361,6 +378,29 @@ fn entropy_sum<B: Backend>(logits: Tensor<B, 3>, mask: &[f32], shape: [usize; 2]
 use burn::tensor::ElementConversion as _;
 
 /// Running sums over one pass's micro-batches.
+/// |learner − sampler| log-prob over a micro-batch's trained tokens: the sum and the largest.
+#[derive(Debug, Default, Clone, Copy)]
+struct Gap {
+    sum: f64,
+    max: f64,
+}
+
+impl Gap {
+    /// Over the positions `mask` trains, from the learner's log-probs and the sampler's.
+    fn between(learner: &TensorData, sampler: &[f32], mask: &[f32]) -> Gap {
+        let learner = learner.to_vec::<f32>().unwrap_or_default();
+        let mut gap = Gap::default();
+        for ((l, s), m) in learner.iter().zip(sampler).zip(mask) {
+            if *m > 0.0 {
+                let d = f64::from((l - s).abs());
+                gap.sum += d;
+                gap.max = gap.max.max(d);
+            }
+        }
+        gap
+    }
+}
+
 #[derive(Debug, Default)]
 struct PassStats {
     loss: f64,

@@ -65,6 +65,14 @@ pub fn scalars(
     put("grpo/clip_low", stats.clip_low);
     put("grpo/clip_high", stats.clip_high);
     put("grpo/entropy", stats.entropy);
+    put(
+        "grpo/rollout_logprob_diff_mean",
+        stats.rollout_logprob_diff_mean,
+    );
+    put(
+        "grpo/rollout_logprob_diff_max",
+        stats.rollout_logprob_diff_max,
+    );
     put("grpo/grad_norm", stats.grad_norm);
     put("grpo/learning_rate", stats.learning_rate);
     put("grpo/trained_tokens", stats.tokens);
