@@ -26,6 +26,9 @@ pub struct ProcessorConfig {
     pub image_std: [f32; 3],
 }
 
+/// The most pixels a resized image may have (16384², 40× the 7B's default `max_pixels`).
+pub const MAX_IMAGE_PIXELS: usize = 1 << 28;
+
 impl Default for ProcessorConfig {
     /// Qwen2.5-VL-7B-Instruct's `preprocessor_config.json`.
     fn default() -> Self {
@@ -81,7 +84,7 @@ impl ProcessorConfig {
             shortest_edge: None,
             longest_edge: None,
         });
-        Ok(ProcessorConfig {
+        let config = ProcessorConfig {
             min_pixels: size
                 .shortest_edge
                 .or(raw.min_pixels)
@@ -92,7 +95,50 @@ impl ProcessorConfig {
             merge_size: raw.merge_size.unwrap_or(d.merge_size),
             image_mean: raw.image_mean.unwrap_or(d.image_mean),
             image_std: raw.image_std.unwrap_or(d.image_std),
-        })
+        };
+        config
+            .validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Values preprocessing can run with: sizes of at least 1 (they divide), at most
+    /// [`MAX_IMAGE_PIXELS`] pixels (a larger `min_pixels` would allocate terabytes), `min_pixels`
+    /// ≤ `max_pixels`, finite means and non-zero finite stds.
+    ///
+    /// # Errors
+    /// The first bad key, named.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, v) in [
+            ("patch_size", self.patch_size),
+            ("temporal_patch_size", self.temporal_patch_size),
+            ("merge_size", self.merge_size),
+        ] {
+            if v == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        for (key, v) in [
+            ("min_pixels", self.min_pixels),
+            ("max_pixels", self.max_pixels),
+        ] {
+            if v > MAX_IMAGE_PIXELS {
+                return Err(format!("{key} {v} is over {MAX_IMAGE_PIXELS} pixels"));
+            }
+        }
+        if self.min_pixels > self.max_pixels {
+            return Err(format!(
+                "min_pixels {} is over max_pixels {}",
+                self.min_pixels, self.max_pixels
+            ));
+        }
+        if self.image_mean.iter().any(|m| !m.is_finite()) {
+            return Err("image_mean must be finite".into());
+        }
+        if self.image_std.iter().any(|s| !s.is_finite() || *s == 0.0) {
+            return Err("image_std must be finite and non-zero".into());
+        }
+        Ok(())
     }
 
     /// The embedded tiny default's settings: the 7B's normalisation, images of at most

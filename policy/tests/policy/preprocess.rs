@@ -72,3 +72,32 @@ fn pixel_values_and_grid_equal_transformers() {
         assert!(max <= 1e-6, "{name}: max |Δ| = {max:e}");
     }
 }
+
+/// A `preprocessor_config.json` preprocessing cannot run with is refused on load, naming the
+/// file and the key (a zero patch or merge size divided by zero; `min_pixels` 1e12 allocated
+/// terabytes).
+#[test]
+fn a_bad_preprocessor_config_names_the_key() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("preprocessor_config.json");
+    for (json, key) in [
+        (r#"{"patch_size": 0}"#, "patch_size"),
+        (r#"{"merge_size": 0}"#, "merge_size"),
+        (r#"{"temporal_patch_size": 0}"#, "temporal_patch_size"),
+        (r#"{"min_pixels": 1000000000000}"#, "min_pixels"),
+        (
+            r#"{"size": {"shortest_edge": 9000, "longest_edge": 3136}}"#,
+            "min_pixels",
+        ),
+        (r#"{"image_std": [0.2, 0.0, 0.2]}"#, "image_std"),
+    ] {
+        std::fs::write(&path, json).expect("write");
+        let e = ProcessorConfig::from_file(&path).expect_err(json);
+        assert!(
+            e.contains("preprocessor_config.json") && e.contains(key),
+            "{json}: {e}"
+        );
+    }
+    std::fs::write(&path, r#"{"patch_size": 14, "merge_size": 2}"#).expect("write");
+    assert!(ProcessorConfig::from_file(&path).is_ok());
+}
