@@ -157,6 +157,20 @@ fn read_json(path: &Path) -> Value {
 }
 
 impl Report {
+    /// A section failed: recorded, and said on stderr.
+    fn note(&mut self, section: &str, e: anyhow::Error) {
+        eprintln!("gpu-check: {section}: {e:#}");
+        self.errors.push(format!("{section}: {e:#}"));
+    }
+
+    /// What is measured so far, in `report.partial.json` (a run stopped by its time limit
+    /// still leaves its figures; the complete report is `report.json`).
+    fn save_partial(&self, dir: &Path) {
+        if let Ok(text) = serde_json::to_string_pretty(self) {
+            let _ = std::fs::write(dir.join("report.partial.json"), text + "\n");
+        }
+    }
+
     fn empty(device: Device, error: String) -> Report {
         Report {
             schema: SCHEMA,
@@ -199,20 +213,16 @@ impl OnBackend for Sections<'_> {
         let mut report = Report::empty(args.device, String::new());
         report.errors.clear();
         report.backend = B::name(device);
-        let mut checks = Vec::new();
-        let mut errors = Vec::new();
-        let mut note = |name: &str, e: anyhow::Error| {
-            eprintln!("gpu-check: {name}: {e:#}");
-            errors.push(format!("{name}: {e:#}"));
-        };
         match guard(|| correctness::fixtures::<B>(&args.fixtures, device)) {
-            Ok(c) => checks.extend(c),
-            Err(e) => note("tiny fixtures", e),
+            Ok(c) => report.correctness.extend(c),
+            Err(e) => report.note("tiny fixtures", e),
         }
+        report.save_partial(&args.dir);
         match guard(|| correctness::learner_step::<B>(&args.fixtures, device)) {
-            Ok(c) => checks.push(c),
-            Err(e) => note("learner step", e),
+            Ok(c) => report.correctness.push(c),
+            Err(e) => report.note("learner step", e),
         }
+        report.save_partial(&args.dir);
         let model_dir = args.dir.join("model");
         match guard(|| correctness::load::<B>(&model_dir, device)) {
             Ok(model) => {
@@ -220,17 +230,18 @@ impl OnBackend for Sections<'_> {
                 match guard(|| {
                     correctness::wide_logits(&model, &args.dir.join("reference.safetensors"))
                 }) {
-                    Ok(c) => checks.extend(c),
-                    Err(e) => note("7B-wide logits", e),
+                    Ok(c) => report.correctness.extend(c),
+                    Err(e) => report.note("7B-wide logits", e),
                 }
                 let ids: Vec<u32> = (0..64).map(|i| (5 * i + 1) % 1000).collect();
                 match guard(|| correctness::cache_vs_full(&model, policy::Row::text(ids), 16)) {
                     Ok(mut c) => {
                         c.name = format!("7B-wide: {}", c.name);
-                        checks.push(c);
+                        report.correctness.push(c);
                     }
-                    Err(e) => note("7B-wide cache", e),
+                    Err(e) => report.note("7B-wide cache", e),
                 }
+                report.save_partial(&args.dir);
                 let (rows, contexts, new): (&[usize], &[usize], usize) = if args.quick {
                     (&[2], &[16], 4)
                 } else {
@@ -254,13 +265,14 @@ impl OnBackend for Sections<'_> {
                                     );
                                     report.decode.push(d);
                                 }
-                                Err(e) => note(&format!("decode {r}×{context}"), e),
+                                Err(e) => report.note(&format!("decode {r}×{context}"), e),
                             }
+                            report.save_partial(&args.dir);
                         }
                     }
                 }
             }
-            Err(e) => note("7B-wide model", e),
+            Err(e) => report.note("7B-wide model", e),
         }
         B::memory_cleanup(device);
         let (sizes, timed): (&[usize], usize) = if args.quick {
@@ -284,14 +296,13 @@ impl OnBackend for Sections<'_> {
                             report.train.push(t);
                             model = Some(m);
                         }
-                        Err(e) => note(&format!("train {tokens}"), e),
+                        Err(e) => report.note(&format!("train {tokens}"), e),
                     }
+                    report.save_partial(&args.dir);
                 }
             }
-            Err(e) => note("7B-wide model (autodiff)", e),
+            Err(e) => report.note("7B-wide model (autodiff)", e),
         }
-        report.correctness = checks;
-        report.errors = errors;
         report
     }
 }

@@ -111,6 +111,11 @@ fn a_quick_cpu_run_writes_a_complete_report_against_a_stand_in_torch_json() {
             .is_some_and(|v| !v.is_empty())
     );
     assert!(stderr.contains("decode 2 rows × 16"), "{stderr}");
+    // The partial report, written after every section, holds the last one too.
+    let partial = std::fs::read_to_string(dir.path().join("report.partial.json")).expect("partial");
+    let partial: serde_json::Value = serde_json::from_str(&partial).expect("json");
+    assert_eq!(partial["train"].as_array().map(Vec::len), Some(1));
+    assert_eq!(partial["decode"], report["decode"]);
 }
 
 #[test]
