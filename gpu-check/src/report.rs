@@ -134,7 +134,7 @@ pub fn run(args: &Args) -> Result<Report> {
     let environment = serde_json::json!({ "probe": probe, "host": host });
     let mut report = match args.device.run(Sections { args }) {
         Ok(report) => report,
-        Err(e) => Report::empty(args.device, e.to_string()),
+        Err(e) => Report::empty(args.device, vec![e.to_string()]),
     };
     report.environment = environment;
     report.ratios = ratios(&report, &torch);
@@ -171,7 +171,7 @@ impl Report {
         }
     }
 
-    fn empty(device: Device, error: String) -> Report {
+    fn empty(device: Device, errors: Vec<String>) -> Report {
         Report {
             schema: SCHEMA,
             device: device.to_string(),
@@ -184,7 +184,7 @@ impl Report {
             flops_formula: FLOPS_FORMULA,
             ratios: Vec::new(),
             targets: Vec::new(),
-            errors: vec![error],
+            errors,
             not_measured: NOT_MEASURED.to_vec(),
             torch: Value::Null,
             seconds: 0.0,
@@ -210,8 +210,7 @@ impl OnBackend for Sections<'_> {
         Qwen25VL<B>: Sync,
     {
         let args = self.args;
-        let mut report = Report::empty(args.device, String::new());
-        report.errors.clear();
+        let mut report = Report::empty(args.device, Vec::new());
         report.backend = B::name(device);
         match guard(|| correctness::fixtures::<B>(&args.fixtures, device)) {
             Ok(c) => report.correctness.extend(c),

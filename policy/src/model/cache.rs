@@ -297,7 +297,10 @@ impl<B: Backend> KvCache<B> {
             .filter(|&c| padding.iter().any(|row| !row[c]))
             .collect();
         let prompt = self.shared_slots();
-        if keep.len() != self.len && (0..prompt).any(|c| !keep.contains(&c)) {
+        // `keep` rises strictly from 0: the prompt's columns all stay iff column prompt − 1 is
+        // the (prompt − 1)-th kept one.
+        let prompt_whole = prompt == 0 || keep.get(prompt - 1) == Some(&(prompt - 1));
+        if keep.len() != self.len && !prompt_whole {
             // A column of the shared prompt goes: the rows take their own copies first.
             let whole = std::mem::replace(self, KvCache::empty(0, 0));
             *self = whole.unshare();
